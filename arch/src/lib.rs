@@ -1,0 +1,3 @@
+//! x86-64 machine setup for oxvm: memory layout, boot protocol, CPU state, tables.
+
+pub mod layout;
