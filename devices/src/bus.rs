@@ -95,7 +95,7 @@ impl Bus {
 
 /// A poisoned device lock means a device panicked on another vCPU; its state is still
 /// the best we have, and refusing every later access would hang the guest.
-fn lock(device: &Mutex<dyn BusDevice>) -> std::sync::MutexGuard<'_, dyn BusDevice> {
+fn lock(device: &Mutex<dyn BusDevice>) -> std::sync::MutexGuard<'_, dyn BusDevice + 'static> {
     device.lock().unwrap_or_else(|e| e.into_inner())
 }
 
