@@ -1,1 +1,12 @@
-//! placeholder
+//! oxvm configuration and wire types.
+//!
+//! The VM file a user writes (`oxvm run vm.json`) deserializes into [`VmConfig`]. Later
+//! the control API reuses the same types on the wire, so every field has a serde default
+//! where a default makes sense and unknown fields are always an error.
+
+pub mod config;
+
+pub use config::{
+    BootConfig, BootEntry, ConfigError, CpuConfig, KvmPvFeatures, OnReboot, RawPayload,
+    SerialConfig, SerialMode, VmConfig,
+};

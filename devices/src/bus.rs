@@ -45,7 +45,9 @@ impl Bus {
         if len == 0 {
             return Err(BusError::ZeroLength { base });
         }
-        let end = base.checked_add(len).ok_or(BusError::Overlap { base, len })?;
+        let end = base
+            .checked_add(len)
+            .ok_or(BusError::Overlap { base, len })?;
         if let Some((b, e)) = self.entries.range(..end).next_back() {
             if b + e.len > base {
                 return Err(BusError::Overlap { base, len });

@@ -1,5 +1,16 @@
 //! oxvm devices: the port/MMIO bus and the platform devices of an x86 machine.
 
+pub mod acpi_pm;
 pub mod bus;
+pub mod irq;
+pub mod legacy;
+pub mod trigger;
 
+pub use acpi_pm::{AcpiPmConfig, AcpiPmDevice, ACPI_PM_PORT_LEN};
 pub use bus::{Bus, BusDevice, BusError};
+pub use irq::IrqLine;
+pub use legacy::cmos::CMOS_PORT_LEN;
+pub use legacy::i8042::I8042_PORT_LEN;
+pub use legacy::serial::SERIAL_PORT_LEN;
+pub use legacy::{Cmos, CmosClock, SerialDevice, SerialInputError, I8042};
+pub use trigger::EventFdTrigger;

@@ -1,1 +1,14 @@
-//! placeholder
+//! oxvm VMM core: builds a VM from its config and runs it, one thread per vCPU.
+
+pub mod control;
+mod error;
+mod events;
+mod machine;
+mod memory;
+mod platform;
+pub mod signals;
+pub mod thread_name;
+mod vcpu;
+
+pub use control::{run_vm, VmExit};
+pub use error::VmmError;

@@ -1,0 +1,37 @@
+use serde::{Deserialize, Serialize};
+
+use super::{BootConfig, CpuConfig, SerialConfig};
+
+/// A whole VM: what `oxvm run` boots. New device arrays (disks, nics) and the API socket
+/// are added here as optional fields with serde defaults, so old files stay valid.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct VmConfig {
+    /// VM name: names the process (its main thread) and, later, its runtime files.
+    pub name: String,
+    #[serde(default = "default_vcpus")]
+    pub vcpus: u32,
+    pub memory_mib: u64,
+    pub boot: BootConfig,
+    #[serde(default)]
+    pub serial: SerialConfig,
+    #[serde(default)]
+    pub on_reboot: OnReboot,
+    #[serde(default)]
+    pub cpu: CpuConfig,
+}
+
+fn default_vcpus() -> u32 {
+    1
+}
+
+/// What a guest-initiated reboot (keyboard controller reset, ACPI reset register,
+/// triple fault) does: rebuild the machine in the same process, or end the process as
+/// a power-off would (QEMU's `-no-reboot`, Firecracker's only behaviour).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum OnReboot {
+    #[default]
+    Restart,
+    Exit,
+}

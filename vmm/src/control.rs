@@ -1,0 +1,143 @@
+//! The VM's control loop on the main thread: boots the machine, waits for what ends a
+//! boot (power-off, reset, a failed vCPU, a stop signal) and reboots in place when the
+//! guest resets and `on_reboot` is `restart`.
+
+use std::os::fd::{AsRawFd, OwnedFd};
+
+use event_manager::{EventManager, EventOps, Events, MutEventSubscriber, SubscriberOps};
+use kvm_ioctls::Kvm;
+use oxvm_api::{OnReboot, VmConfig};
+use vmm_sys_util::epoll::EventSet;
+
+use crate::error::VmmError;
+use crate::events::VmEvents;
+use crate::machine::{stop_all, Machine};
+use crate::signals;
+
+/// How a VM run ended (a failed vCPU is an `Err`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum VmExit {
+    /// The guest powered off.
+    PowerOff,
+    /// The guest reset and `on_reboot` is `exit`.
+    Reboot,
+    /// A stop signal arrived (its number).
+    Signal(i32),
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Outcome {
+    PowerOff,
+    Reset,
+    Failed,
+    Signal(i32),
+}
+
+/// Waits on the event fds; records the first outcome.
+struct Watcher {
+    events: VmEvents,
+    signal_fd: OwnedFd,
+    outcome: Option<Outcome>,
+}
+
+impl MutEventSubscriber for Watcher {
+    fn init(&mut self, ops: &mut EventOps) {
+        for fd in [
+            self.events.power_off.as_raw_fd(),
+            self.events.reset.as_raw_fd(),
+            self.events.error.as_raw_fd(),
+            signals::raw(&self.signal_fd),
+        ] {
+            if let Err(e) = ops.add(Events::empty_raw(fd).with(EventSet::IN)) {
+                tracing::error!("control loop cannot watch fd {fd}: {e:?}");
+            }
+        }
+    }
+
+    fn process(&mut self, events: Events, _ops: &mut EventOps) {
+        let fd = events.fd();
+        let outcome = if fd == self.events.power_off.as_raw_fd() {
+            Outcome::PowerOff
+        } else if fd == self.events.reset.as_raw_fd() {
+            Outcome::Reset
+        } else if fd == self.events.error.as_raw_fd() {
+            Outcome::Failed
+        } else {
+            match signals::read_signal(fd) {
+                Some(s) => Outcome::Signal(s),
+                None => return,
+            }
+        };
+        // The first event decides: a reset racing a power-off on another vCPU must
+        // not turn into two actions.
+        self.outcome.get_or_insert(outcome);
+    }
+}
+
+trait WithEvents {
+    fn with(self, set: EventSet) -> Events;
+}
+
+impl WithEvents for Events {
+    fn with(self, set: EventSet) -> Events {
+        Events::with_data_raw(self.fd(), 0, set)
+    }
+}
+
+/// Boot `cfg` and run it until it ends. Must be called on the main thread before any
+/// other thread is started (it blocks the stop signals for the whole process).
+pub fn run_vm(cfg: &VmConfig) -> Result<VmExit, VmmError> {
+    crate::thread_name::set_current(&cfg.name);
+    let signal_fd = signals::block_stop_signals()?;
+    crate::vcpu::kick::install_kick_handler()?;
+    let kvm = Kvm::new().map_err(VmmError::KvmOpen)?;
+    let events = VmEvents::new()?;
+    let watcher = std::sync::Arc::new(std::sync::Mutex::new(Watcher {
+        events: events.try_clone()?,
+        signal_fd,
+        outcome: None,
+    }));
+    let mut manager = EventManager::<std::sync::Arc<std::sync::Mutex<Watcher>>>::new()
+        .map_err(|e| VmmError::Device(format!("event loop: {e:?}")))?;
+    manager.add_subscriber(watcher.clone());
+
+    loop {
+        events.drain();
+        let mut machine = Machine::build(&kvm, cfg, &events)?;
+        let mut vcpus = machine.start(&events)?;
+        let outcome = loop {
+            if let Err(e) = manager.run() {
+                tracing::error!("event loop: {e:?}");
+            }
+            let mut w = watcher.lock().unwrap_or_else(|e| e.into_inner());
+            if let Some(o) = w.outcome.take() {
+                break o;
+            }
+        };
+        stop_all(&mut vcpus);
+        drop(machine);
+        match outcome {
+            Outcome::PowerOff => {
+                tracing::info!("guest powered off");
+                return Ok(VmExit::PowerOff);
+            }
+            Outcome::Reset if cfg.on_reboot == OnReboot::Restart => {
+                tracing::info!("guest reset: restarting");
+            }
+            Outcome::Reset => {
+                tracing::info!("guest reset: exiting (on_reboot = exit)");
+                return Ok(VmExit::Reboot);
+            }
+            Outcome::Failed => {
+                return Err(VmmError::VcpuFailed {
+                    index: 0,
+                    reason: "see the register dump above".into(),
+                })
+            }
+            Outcome::Signal(s) => {
+                tracing::info!("stopping on {}", signals::signal_name(s));
+                return Ok(VmExit::Signal(s));
+            }
+        }
+    }
+}

@@ -1,0 +1,159 @@
+//! Building a machine from a VM config: KVM VM, memory, platform devices, tables, the
+//! boot payload and the vCPUs. Everything that can fail on bad input fails here, before
+//! any vCPU thread starts.
+
+use std::sync::Arc;
+
+use kvm_bindings::{kvm_pit_config, KVM_MAX_CPUID_ENTRIES, KVM_PIT_SPEAKER_DUMMY};
+use kvm_ioctls::{Kvm, VcpuFd, VmFd};
+use oxvm_api::{BootEntry, VmConfig};
+use oxvm_arch::acpi::{setup_acpi_tables, AcpiConfig};
+use oxvm_arch::boot::{load_payload, EntryPreference, Payload};
+use oxvm_arch::layout;
+use oxvm_arch::memory::RamLayout;
+use oxvm_devices::Bus;
+use vm_memory::GuestMemoryMmap;
+
+use crate::error::{kvm_err, VmmError};
+use crate::events::VmEvents;
+use crate::memory::create_guest_memory;
+use crate::platform::{attach_platform, Platform};
+use crate::vcpu::{create_vcpu, spawn_vcpu, VcpuHandle, VcpuSetup};
+
+/// A built, not yet running machine.
+pub struct Machine {
+    // Field order is drop order: vCPUs and devices before the VM, the VM before memory.
+    vcpus: Vec<VcpuFd>,
+    platform: Platform,
+    mmio: Bus,
+    /// Held so the VM (and its irqfds and slots) lives as long as the machine.
+    _vm: Arc<VmFd>,
+    /// Held so the guest RAM mapping outlives every vCPU that runs on it.
+    _mem: GuestMemoryMmap,
+}
+
+fn payload(cfg: &VmConfig) -> Payload {
+    match (&cfg.boot.kernel, &cfg.boot.raw) {
+        (_, Some(raw)) => Payload::Raw {
+            path: raw.path.clone(),
+            load_address: raw.load_address,
+            entry: raw.entry.unwrap_or(raw.load_address),
+        },
+        (kernel, None) => Payload::Kernel {
+            kernel: kernel.clone().unwrap_or_default(),
+            initrd: cfg.boot.initrd.clone(),
+            cmdline: cfg.boot.cmdline.clone(),
+            entry: match cfg.boot.entry {
+                BootEntry::Auto => EntryPreference::Auto,
+                BootEntry::Linux64 => EntryPreference::Linux64,
+                BootEntry::Pvh => EntryPreference::Pvh,
+            },
+        },
+    }
+}
+
+impl Machine {
+    pub fn build(kvm: &Kvm, cfg: &VmConfig, events: &VmEvents) -> Result<Machine, VmmError> {
+        let max = kvm.get_max_vcpus();
+        if cfg.vcpus as usize > max {
+            return Err(VmmError::TooManyVcpus {
+                vcpus: cfg.vcpus,
+                max,
+            });
+        }
+        let host_cpuid = kvm
+            .get_supported_cpuid(KVM_MAX_CPUID_ENTRIES)
+            .map_err(kvm_err("KVM_GET_SUPPORTED_CPUID"))?;
+        let kvm_pv_features = cfg
+            .cpu
+            .kvm_pv_features
+            .resolve(oxvm_arch::cpuid::host_kvm_pv_features(&host_cpuid))
+            .map_err(|reason| VmmError::Device(format!("cpu.kvm_pv_features: {reason}")))?;
+        let msrs = oxvm_arch::msr::supported_msrs(kvm)?;
+
+        let vm = Arc::new(kvm.create_vm().map_err(kvm_err("KVM_CREATE_VM"))?);
+        vm.set_tss_address(layout::KVM_TSS_START as usize)
+            .map_err(kvm_err("KVM_SET_TSS_ADDR"))?;
+        vm.set_identity_map_address(layout::KVM_IDENTITY_MAP_START)
+            .map_err(kvm_err("KVM_SET_IDENTITY_MAP_ADDR"))?;
+        vm.create_irq_chip()
+            .map_err(kvm_err("KVM_CREATE_IRQCHIP"))?;
+        vm.create_pit2(kvm_pit_config {
+            flags: KVM_PIT_SPEAKER_DUMMY,
+            ..Default::default()
+        })
+        .map_err(kvm_err("KVM_CREATE_PIT2"))?;
+
+        let ram = RamLayout::new(cfg.memory_mib << 20);
+        let mem = create_guest_memory(&vm, &ram)?;
+        let rsdp = setup_acpi_tables(
+            &mem,
+            &AcpiConfig {
+                num_vcpus: cfg.vcpus as u8,
+            },
+        )?;
+        let entry = load_payload(&mem, &ram, &payload(cfg), rsdp.0)?;
+        let platform = attach_platform(&vm, &ram, &cfg.serial, events)?;
+
+        let setup = VcpuSetup {
+            vm: &vm,
+            mem: &mem,
+            supported_cpuid: &host_cpuid,
+            supported_msrs: &msrs,
+            count: cfg.vcpus,
+            kvm_pv_features,
+        };
+        let vcpus = (0..cfg.vcpus)
+            .map(|i| create_vcpu(&setup, i, (i == 0).then_some(entry)))
+            .collect::<Result<Vec<_>, _>>()?;
+        tracing::info!(
+            "built VM {}: {} vCPUs, {} MiB, entry {:?}, KVM PV features {:?}",
+            cfg.name,
+            cfg.vcpus,
+            cfg.memory_mib,
+            entry,
+            oxvm_api::config::kvm_pv_feature_names(kvm_pv_features)
+        );
+        Ok(Machine {
+            vcpus,
+            platform,
+            mmio: Bus::new(),
+            _vm: vm,
+            _mem: mem,
+        })
+    }
+
+    /// Start one thread per vCPU.
+    pub fn start(&mut self, events: &VmEvents) -> Result<Vec<VcpuHandle>, VmmError> {
+        let mut handles: Vec<VcpuHandle> = Vec::new();
+        for (i, vcpu) in self.vcpus.drain(..).enumerate() {
+            let started = events.try_clone().map_err(VmmError::Io).and_then(|ev| {
+                spawn_vcpu(
+                    i as u32,
+                    vcpu,
+                    self.platform.pio.clone(),
+                    self.mmio.clone(),
+                    ev,
+                )
+            });
+            match started {
+                Ok(h) => handles.push(h),
+                Err(e) => {
+                    stop_all(&mut handles);
+                    return Err(e);
+                }
+            }
+        }
+        Ok(handles)
+    }
+}
+
+/// Kick every vCPU out of the guest and wait for its thread.
+pub fn stop_all(handles: &mut [VcpuHandle]) {
+    for h in handles.iter() {
+        h.request_stop();
+    }
+    for h in handles.iter_mut() {
+        h.join();
+    }
+}

@@ -1,0 +1,153 @@
+//! vCPUs: per-vCPU setup and the thread that runs each one.
+
+mod dump;
+mod exit;
+pub mod kick;
+
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+use std::thread::JoinHandle;
+
+use kvm_bindings::CpuId;
+use kvm_ioctls::{VcpuFd, VmFd};
+use oxvm_arch::regs::EntryMode;
+use oxvm_devices::Bus;
+use vm_memory::GuestMemoryMmap;
+use vmm_sys_util::signal::Killable;
+
+use crate::error::{kvm_err, VmmError};
+use crate::events::VmEvents;
+use exit::ExitAction;
+
+/// What a vCPU needs from the host, shared by all vCPUs of a VM.
+pub struct VcpuSetup<'a> {
+    pub vm: &'a VmFd,
+    pub mem: &'a GuestMemoryMmap,
+    pub supported_cpuid: &'a CpuId,
+    pub supported_msrs: &'a [u32],
+    pub count: u32,
+    pub kvm_pv_features: u32,
+}
+
+/// Create vCPU `index` and load its start state. Only the boot vCPU (0) gets an entry
+/// state; the others wait in KVM for INIT/SIPI from the guest, like a real AP.
+pub fn create_vcpu(
+    setup: &VcpuSetup,
+    index: u32,
+    entry: Option<EntryMode>,
+) -> Result<VcpuFd, VmmError> {
+    let vcpu = setup
+        .vm
+        .create_vcpu(u64::from(index))
+        .map_err(kvm_err("KVM_CREATE_VCPU"))?;
+    let cpuid = oxvm_arch::cpuid::vcpu_cpuid(
+        setup.supported_cpuid,
+        index,
+        setup.count,
+        setup.kvm_pv_features,
+    );
+    vcpu.set_cpuid2(&cpuid).map_err(kvm_err("KVM_SET_CPUID2"))?;
+    oxvm_arch::msr::setup_msrs(&vcpu, setup.supported_msrs)?;
+    oxvm_arch::regs::setup_fpu(&vcpu)?;
+    oxvm_arch::lapic::setup_lapic(&vcpu)?;
+    if let Some(mode) = entry {
+        oxvm_arch::regs::setup_boot_vcpu(&vcpu, setup.mem, mode)?;
+    }
+    Ok(vcpu)
+}
+
+/// A running vCPU thread and the means to stop it.
+pub struct VcpuHandle {
+    index: u32,
+    stop: Arc<AtomicBool>,
+    thread: Option<JoinHandle<()>>,
+}
+
+impl VcpuHandle {
+    /// Ask the thread to leave KVM_RUN and end.
+    pub fn request_stop(&self) {
+        self.stop.store(true, Ordering::SeqCst);
+        if let Some(t) = &self.thread {
+            if !t.is_finished() {
+                if let Err(e) = t.kill(kick::kick_signal()) {
+                    tracing::debug!("kicking vcpu{}: {e}", self.index);
+                }
+            }
+        }
+    }
+
+    pub fn join(&mut self) {
+        if let Some(t) = self.thread.take() {
+            if t.join().is_err() {
+                tracing::error!("vcpu{} thread panicked", self.index);
+            }
+        }
+    }
+}
+
+/// Start the thread `vcpu<index>` running `vcpu` until stopped or until the guest
+/// powers off, resets or fails.
+pub fn spawn_vcpu(
+    index: u32,
+    vcpu: VcpuFd,
+    pio: Bus,
+    mmio: Bus,
+    events: VmEvents,
+) -> Result<VcpuHandle, VmmError> {
+    let stop = Arc::new(AtomicBool::new(false));
+    let thread_stop = stop.clone();
+    let thread = std::thread::Builder::new()
+        .name(format!("vcpu{index}"))
+        .spawn(move || run_vcpu(index, vcpu, &pio, &mmio, &events, &thread_stop))
+        .map_err(|source| VmmError::VcpuThread { index, source })?;
+    Ok(VcpuHandle {
+        index,
+        stop,
+        thread: Some(thread),
+    })
+}
+
+fn run_vcpu(
+    index: u32,
+    mut vcpu: VcpuFd,
+    pio: &Bus,
+    mmio: &Bus,
+    events: &VmEvents,
+    stop: &AtomicBool,
+) {
+    kick::bind_immediate_exit(&mut vcpu.get_kvm_run().immediate_exit as *mut u8);
+    loop {
+        // Clear before checking the flag: a kick that lands after this point either
+        // sees the flag set or makes the next KVM_RUN return at once.
+        vcpu.set_kvm_immediate_exit(0);
+        if stop.load(Ordering::SeqCst) {
+            break;
+        }
+        let action = exit::handle(index, vcpu.run(), pio, mmio);
+        match action {
+            ExitAction::Continue => {}
+            ExitAction::PowerOff => {
+                fire(&events.power_off);
+                break;
+            }
+            ExitAction::Reset => {
+                fire(&events.reset);
+                break;
+            }
+            ExitAction::Fail(reason) => {
+                eprintln!("oxvm: vCPU {index} failed: {reason}");
+                eprint!("{}", dump::dump_registers(index, &vcpu));
+                tracing::error!("vcpu{index}: {reason}");
+                fire(&events.error);
+                break;
+            }
+        }
+    }
+    kick::bind_immediate_exit(std::ptr::null_mut());
+}
+
+fn fire(evt: &oxvm_devices::EventFdTrigger) {
+    if let Err(e) = evt.write(1) {
+        tracing::error!("cannot signal the control loop: {e}");
+    }
+}
