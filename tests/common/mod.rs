@@ -1,0 +1,6 @@
+//! Shared helpers for the integration tests: they run the real `oxvm` binary.
+#![allow(dead_code)] // each test binary uses a different part of this module
+
+pub mod asm;
+pub mod elf;
+pub mod vm;
