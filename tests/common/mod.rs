@@ -3,4 +3,5 @@
 
 pub mod asm;
 pub mod elf;
+pub mod linux;
 pub mod vm;

@@ -23,15 +23,18 @@ pub fn write_zero_page(
     initrd: Option<InitrdPlacement>,
     rsdp: u64,
 ) -> Result<u64, ArchError> {
-    let mut params = boot_params::default();
     // A bzImage brings its own header (version, flags, init_size the decompressor
     // relies on); an ELF image gets the minimal header the 64-bit entry reads.
-    params.hdr = kernel.setup_header.unwrap_or(setup_header {
+    let hdr = kernel.setup_header.unwrap_or(setup_header {
         boot_flag: BOOT_FLAG,
         header: HDRS_MAGIC,
         kernel_alignment: KERNEL_MIN_ALIGNMENT,
         ..Default::default()
     });
+    let mut params = boot_params {
+        hdr,
+        ..Default::default()
+    };
     params.hdr.type_of_loader = LOADER_TYPE_UNDEFINED;
     params.hdr.cmd_line_ptr = CMDLINE_START as u32;
     params.hdr.cmdline_size = cmdline_len as u32;
