@@ -17,7 +17,13 @@ const BOOT_TIMEOUT: Duration = Duration::from_secs(600);
 fn boot_and_check(kernel: &str, entry: &str) {
     let s = Scratch::new();
     let name = format!("linux-{entry}");
-    let file = linux_vm(&s, &name, kernel, "boot", json!({ "boot": { "entry": entry } }));
+    let file = linux_vm(
+        &s,
+        &name,
+        kernel,
+        "boot",
+        json!({ "boot": { "entry": entry } }),
+    );
     let mut vm = RunningVm::start(&file);
 
     // While the guest boots, the host sees one thread per vCPU and the VM's name.
@@ -43,7 +49,10 @@ fn boot_and_check(kernel: &str, entry: &str) {
     let mem_kib = detail(&details, "mem_kib").expect("mem_kib");
     assert!(mem_kib > 200 * 1024 && mem_kib <= ram_kib, "{details}");
     assert!(console.contains("OXVM-SELFTEST done"), "{console}");
-    assert!(console.contains("smp: Brought up 1 node, 2 CPUs"), "{console}");
+    assert!(
+        console.contains("smp: Brought up 1 node, 2 CPUs"),
+        "{console}"
+    );
     assert_eq!(st.code(), Some(0), "{console}\n{err}");
 }
 

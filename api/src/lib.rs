@@ -7,6 +7,7 @@
 pub mod config;
 
 pub use config::{
-    BootConfig, BootEntry, ConfigError, CpuConfig, KvmPvFeatures, OnReboot, RawPayload,
-    SerialConfig, SerialMode, VmConfig,
+    parse_mac, BootConfig, BootEntry, CacheMode, ConfigError, CpuConfig, DiscardMode, DiskBus,
+    DiskConfig, DiskFormat, IoMode, IoTune, KvmPvFeatures, NicConfig, NicModel, OnReboot,
+    RawPayload, SerialConfig, SerialMode, VmConfig,
 };

@@ -1,10 +1,12 @@
 //! oxvm devices: the port/MMIO bus and the platform devices of an x86 machine.
 
 pub mod acpi_pm;
+pub mod block;
 pub mod bus;
 pub mod irq;
 pub mod legacy;
 pub mod trigger;
+pub mod virtio;
 
 pub use acpi_pm::{AcpiPmConfig, AcpiPmDevice, ACPI_PM_PORT_LEN};
 pub use bus::{Bus, BusDevice, BusError};

@@ -50,5 +50,8 @@ impl VmConfig {
         if let Some(p) = self.serial.path.as_mut() {
             fix(p);
         }
+        for d in &mut self.disks {
+            fix(&mut d.path);
+        }
     }
 }

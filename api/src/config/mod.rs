@@ -2,15 +2,19 @@
 
 mod boot;
 mod cpu;
+mod disk;
 mod error;
 mod load;
+mod nic;
 mod serial;
 mod validate;
 mod vm;
 
 pub use boot::{BootConfig, BootEntry, RawPayload};
 pub use cpu::{names_of as kvm_pv_feature_names, CpuConfig, KvmPvFeatures};
+pub use disk::{CacheMode, DiscardMode, DiskBus, DiskConfig, DiskFormat, IoMode, IoTune};
 pub use error::ConfigError;
+pub use nic::{parse_mac, NicConfig, NicModel};
 pub use serial::{SerialConfig, SerialMode};
 pub use vm::{OnReboot, VmConfig};
 

@@ -59,6 +59,7 @@ impl VmConfig {
         if self.boot.cmdline.contains('\0') {
             return Err(ConfigError::invalid("boot.cmdline", "contains a NUL byte"));
         }
+        self.validate_devices()?;
         self.cpu
             .kvm_pv_features
             .resolve(u32::MAX)
@@ -96,4 +97,74 @@ fn validate_name(name: &str) -> Result<(), ConfigError> {
         ));
     }
     Ok(())
+}
+
+/// virtio-blk's GET_ID answer holds 20 bytes.
+pub const MAX_DISK_SERIAL: usize = 20;
+/// Linux interface names hold 15 bytes.
+const IFNAMSIZ_MAX: usize = 15;
+/// A virtio-net device here has at most this many queue pairs.
+pub const MAX_NIC_QUEUES: u16 = 16;
+
+impl VmConfig {
+    pub(super) fn validate_devices(&self) -> Result<(), ConfigError> {
+        let mut ids = std::collections::HashSet::new();
+        for (i, d) in self.disks.iter().enumerate() {
+            let f = |name: &str| format!("disks[{i}].{name}");
+            if d.id.is_empty() || !ids.insert(d.id.as_str()) {
+                return Err(ConfigError::invalid(
+                    f("id"),
+                    "must be non-empty and unique",
+                ));
+            }
+            if d.path.as_os_str().is_empty() {
+                return Err(ConfigError::invalid(f("path"), "must not be empty"));
+            }
+            if let Some(s) = &d.serial {
+                if s.len() > MAX_DISK_SERIAL || !s.is_ascii() {
+                    return Err(ConfigError::invalid(
+                        f("serial"),
+                        format!("at most {MAX_DISK_SERIAL} ASCII characters"),
+                    ));
+                }
+            }
+        }
+        let mut ids = std::collections::HashSet::new();
+        for (i, n) in self.nics.iter().enumerate() {
+            let f = |name: &str| format!("nics[{i}].{name}");
+            if n.id.is_empty() || !ids.insert(n.id.as_str()) {
+                return Err(ConfigError::invalid(
+                    f("id"),
+                    "must be non-empty and unique",
+                ));
+            }
+            if n.tap.is_empty() || n.tap.len() > IFNAMSIZ_MAX || n.tap.contains('/') {
+                return Err(ConfigError::invalid(
+                    f("tap"),
+                    format!("must be 1 to {IFNAMSIZ_MAX} bytes, without '/'"),
+                ));
+            }
+            if let Some(m) = &n.mac {
+                match super::parse_mac(m) {
+                    Some(mac) if mac[0] & 1 == 0 => {}
+                    Some(_) => {
+                        return Err(ConfigError::invalid(f("mac"), "is a multicast address"))
+                    }
+                    None => {
+                        return Err(ConfigError::invalid(
+                            f("mac"),
+                            format!("{m:?} is not of the form xx:xx:xx:xx:xx:xx"),
+                        ))
+                    }
+                }
+            }
+            if n.queues == 0 || n.queues > MAX_NIC_QUEUES {
+                return Err(ConfigError::invalid(
+                    f("queues"),
+                    format!("must be 1 to {MAX_NIC_QUEUES}"),
+                ));
+            }
+        }
+        Ok(())
+    }
 }

@@ -1,6 +1,6 @@
 use serde::{Deserialize, Serialize};
 
-use super::{BootConfig, CpuConfig, SerialConfig};
+use super::{BootConfig, CpuConfig, DiskConfig, NicConfig, SerialConfig};
 
 /// A whole VM: what `oxvm run` boots. New device arrays (disks, nics) and the API socket
 /// are added here as optional fields with serde defaults, so old files stay valid.
@@ -19,6 +19,10 @@ pub struct VmConfig {
     pub on_reboot: OnReboot,
     #[serde(default)]
     pub cpu: CpuConfig,
+    #[serde(default)]
+    pub disks: Vec<DiskConfig>,
+    #[serde(default)]
+    pub nics: Vec<NicConfig>,
 }
 
 fn default_vcpus() -> u32 {

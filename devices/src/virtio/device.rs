@@ -1,0 +1,67 @@
+use std::sync::Arc;
+
+use virtio_queue::Queue;
+use vmm_sys_util::eventfd::EventFd;
+
+use super::GuestMemoryMmap;
+
+/// How a device tells the driver about used buffers and configuration changes. The
+/// transport maps this to MSI-X vectors (or the legacy INTx line).
+pub trait VirtioInterrupt: Send + Sync {
+    /// Queue `queue` has new used buffers.
+    fn notify_queue(&self, queue: u16);
+    /// The device configuration space changed.
+    fn notify_config(&self);
+}
+
+/// A queue the driver made ready, and the eventfd the transport signals when the
+/// driver notifies (kicks) it.
+pub struct ActiveQueue {
+    pub index: u16,
+    pub queue: Queue,
+    pub kick: EventFd,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum ActivateError {
+    #[error("queue {0} is not usable: {1}")]
+    BadQueue(u16, String),
+    #[error("driver did not accept required feature(s) {0:#x}")]
+    MissingFeatures(u64),
+    #[error("cannot start worker: {0}")]
+    Worker(#[from] std::io::Error),
+    #[error("{0}")]
+    Other(String),
+}
+
+/// A virtio device, independent of the transport that carries it.
+pub trait VirtioDevice: Send {
+    /// Virtio device type (`super::TYPE_*`).
+    fn device_type(&self) -> u32;
+
+    /// Maximum size of each queue; the length is the number of queues.
+    fn queue_max_sizes(&self) -> Vec<u16>;
+
+    /// Features the device offers (must include `F_VERSION_1`).
+    fn device_features(&self) -> u64;
+
+    /// Read from the device-specific configuration space. Bytes past its end read 0.
+    fn read_config(&self, offset: u64, data: &mut [u8]);
+
+    /// Write to the device-specific configuration space (most fields are read-only).
+    fn write_config(&mut self, offset: u64, data: &[u8]);
+
+    /// The driver set DRIVER_OK: start serving `queues` with the negotiated
+    /// `driver_features`.
+    fn activate(
+        &mut self,
+        mem: GuestMemoryMmap,
+        interrupt: Arc<dyn VirtioInterrupt>,
+        driver_features: u64,
+        queues: Vec<ActiveQueue>,
+    ) -> Result<(), ActivateError>;
+
+    /// The driver reset the device (or the VM stops): stop and join the workers and
+    /// return to the pre-activation state. Must not block on the guest.
+    fn reset(&mut self);
+}
