@@ -154,3 +154,33 @@ fn emulation_failure_dumps_registers_and_fails() {
     assert!(err.contains("rip=0x"), "{err}");
     assert!(err.contains("cr0="), "{err}");
 }
+
+#[test]
+fn pci_host_bridge_visible_through_ports_and_ecam() {
+    let s = Scratch::new();
+    let mut a = Asm::new();
+    // Mechanism #1: address 0x80000000 (bus 0, device 0, function 0, register 0),
+    // then read the vendor/device dword and print its four bytes.
+    a.mov_dx(0xcf8).mov_eax(0x8000_0000).out_dx_eax();
+    a.mov_dx(0xcfc).in_eax_dx();
+    for _ in 0..4 {
+        a.mov_dx(0x3f8).out_dx_al().shr_eax(8);
+    }
+    // ECAM: the same dword at 0xe0000000, then an empty slot (device 5).
+    a.mov_ebx(0xe000_0000).load_eax_rbx();
+    for _ in 0..4 {
+        a.mov_dx(0x3f8).out_dx_al().shr_eax(8);
+    }
+    a.mov_ebx(0xe000_0000 | (5 << 15))
+        .load_al_rbx()
+        .mov_dx(0x3f8)
+        .out_dx_al();
+    let code = a.power_off().halt_forever().finish();
+    let mut vm = RunningVm::start(&raw_vm(&s, &code, 1, json!({})));
+    assert_eq!(vm.wait(T).code(), Some(0), "{}", vm.stderr.text());
+    // QEMU's PCIe host bridge IDs 1b36:0008, twice, then all ones for the empty slot.
+    assert_eq!(
+        vm.stdout.bytes(),
+        vec![0x36, 0x1b, 0x08, 0x00, 0x36, 0x1b, 0x08, 0x00, 0xff]
+    );
+}

@@ -71,3 +71,23 @@ pub const ACPI_PM_PORT_LEN: u16 = 0x10;
 pub const SCI_IRQ: u32 = 9;
 /// SLP_TYP value of the \_S5 (soft-off) package in the DSDT.
 pub const S5_SLP_TYP: u8 = 5;
+
+/// PCI: ECAM for bus 0 (1 MiB), reserved in the e820 map and in ACPI.
+pub const PCI_ECAM_START: u64 = 0xe000_0000;
+pub const PCI_ECAM_SIZE: u64 = 0x10_0000;
+/// 32-bit BAR window of the host bridge (all of the gap below the ECAM).
+pub const PCI_MMIO32_START: u64 = MMIO_GAP_START;
+pub const PCI_MMIO32_END: u64 = PCI_ECAM_START;
+/// Legacy INTx of PCI slots goes to IOAPIC pins 16-23: slot S, pin P (0 = INTA) is
+/// GSI 16 + (S + P) % 8, as the DSDT's _PRT says.
+pub const PCI_INTX_GSI_BASE: u32 = 16;
+pub const PCI_INTX_GSI_COUNT: u32 = 8;
+/// Ports of PCI configuration mechanism #1.
+pub const PCI_CONFIG_PORT: u16 = 0xcf8;
+/// First GSI for MSI routes (above the IOAPIC's 24 pins).
+pub const MSI_GSI_START: u32 = 24;
+
+/// The GSI of INTx pin `pin` (0 = INTA) of PCI slot `slot`.
+pub const fn pci_intx_gsi(slot: u32, pin: u32) -> u32 {
+    PCI_INTX_GSI_BASE + (slot + pin) % PCI_INTX_GSI_COUNT
+}

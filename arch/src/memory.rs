@@ -3,7 +3,8 @@
 use vm_memory::GuestAddress;
 
 use crate::layout::{
-    ACPI_END, ACPI_START, EBDA_START, HIGH_RAM_START, HIMEM_START, MMIO_GAP_START,
+    ACPI_END, ACPI_START, EBDA_START, HIGH_RAM_START, HIMEM_START, MMIO_GAP_START, PCI_ECAM_SIZE,
+    PCI_ECAM_START,
 };
 
 pub const E820_RAM: u32 = 1;
@@ -48,7 +49,8 @@ impl RamLayout {
     }
 
     /// The e820 map: conventional memory below the EBDA, the EBDA and the BIOS area
-    /// (ACPI tables) reserved, RAM from 1 MiB to the gap, RAM above 4 GiB.
+    /// (ACPI tables) reserved, RAM from 1 MiB to the gap, the PCI ECAM window
+    /// reserved, RAM above 4 GiB.
     pub fn e820(&self) -> Vec<E820Entry> {
         let mut map = vec![
             E820Entry {
@@ -74,6 +76,12 @@ impl RamLayout {
                 kind: E820_RAM,
             });
         }
+        // PCI ECAM: reserved so the OS trusts the MCFG table.
+        map.push(E820Entry {
+            addr: PCI_ECAM_START,
+            size: PCI_ECAM_SIZE,
+            kind: E820_RESERVED,
+        });
         if self.high_size > 0 {
             map.push(E820Entry {
                 addr: HIGH_RAM_START,

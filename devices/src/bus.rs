@@ -2,7 +2,7 @@
 //! dispatched to the device that owns the address.
 
 use std::collections::BTreeMap;
-use std::sync::{Arc, Mutex};
+use std::sync::{Arc, Mutex, RwLock};
 
 /// A device reachable through port I/O or MMIO. `offset` is relative to the base the
 /// device was inserted at; `data.len()` is the access width (1, 2, 4 or 8 bytes).
@@ -17,6 +17,8 @@ pub enum BusError {
     Overlap { base: u64, len: u64 },
     #[error("bus range at {base:#x} has zero length")]
     ZeroLength { base: u64 },
+    #[error("no device at bus address {0:#x}")]
+    NotFound(u64),
 }
 
 struct Entry {
@@ -24,10 +26,12 @@ struct Entry {
     device: Arc<Mutex<dyn BusDevice>>,
 }
 
-/// An address space (one for ports, one for MMIO). Cheap to clone: entries are shared.
+/// An address space (one for ports, one for MMIO). Clones share the same map, so a
+/// device moved or added after boot (a relocated PCI BAR, a hotplugged device) is seen
+/// by every vCPU thread.
 #[derive(Default, Clone)]
 pub struct Bus {
-    entries: BTreeMap<u64, Arc<Entry>>,
+    entries: Arc<RwLock<BTreeMap<u64, Arc<Entry>>>>,
 }
 
 impl Bus {
@@ -37,7 +41,7 @@ impl Bus {
 
     /// Attach `device` at `[base, base + len)`.
     pub fn insert(
-        &mut self,
+        &self,
         device: Arc<Mutex<dyn BusDevice>>,
         base: u64,
         len: u64,
@@ -48,21 +52,40 @@ impl Bus {
         let end = base
             .checked_add(len)
             .ok_or(BusError::Overlap { base, len })?;
-        if let Some((b, e)) = self.entries.range(..end).next_back() {
+        let mut entries = self.entries.write().unwrap_or_else(|e| e.into_inner());
+        if let Some((b, e)) = entries.range(..end).next_back() {
             if b + e.len > base {
                 return Err(BusError::Overlap { base, len });
             }
         }
-        self.entries.insert(base, Arc::new(Entry { len, device }));
+        entries.insert(base, Arc::new(Entry { len, device }));
         Ok(())
     }
 
-    fn find(&self, addr: u64, size: usize) -> Option<(u64, &Entry)> {
-        let (base, entry) = self.entries.range(..=addr).next_back()?;
+    /// Detach the device at `base`; returns it with its length.
+    pub fn remove(&self, base: u64) -> Result<(Arc<Mutex<dyn BusDevice>>, u64), BusError> {
+        let mut entries = self.entries.write().unwrap_or_else(|e| e.into_inner());
+        let e = entries.remove(&base).ok_or(BusError::NotFound(base))?;
+        Ok((e.device.clone(), e.len))
+    }
+
+    /// Move the device at `old` to `new` (same length). On overlap nothing changes.
+    pub fn relocate(&self, old: u64, new: u64) -> Result<(), BusError> {
+        let (device, len) = self.remove(old)?;
+        if let Err(e) = self.insert(device.clone(), new, len) {
+            self.insert(device, old, len)?;
+            return Err(e);
+        }
+        Ok(())
+    }
+
+    fn find(&self, addr: u64, size: usize) -> Option<(u64, Arc<Entry>)> {
+        let entries = self.entries.read().unwrap_or_else(|e| e.into_inner());
+        let (base, entry) = entries.range(..=addr).next_back()?;
         let offset = addr - base;
         // The whole access must fall inside the device's range.
         if offset.checked_add(size as u64)? <= entry.len {
-            Some((offset, entry))
+            Some((offset, entry.clone()))
         } else {
             None
         }
@@ -119,7 +142,7 @@ mod tests {
 
     #[test]
     fn dispatches_by_range_and_rejects_overlap() {
-        let mut bus = Bus::new();
+        let bus = Bus::new();
         bus.insert(Arc::new(Mutex::new(Reg(vec![0; 4]))), 0x10, 4)
             .unwrap();
         assert_eq!(
@@ -140,5 +163,12 @@ mod tests {
         assert!(!bus.read(0x13, &mut buf));
         assert_eq!(buf, [0xff, 0xff]);
         assert!(!bus.write(0x100, &[1]));
+        // Relocation keeps the device (and its state) and frees the old range.
+        bus.relocate(0x10, 0x40).unwrap();
+        assert!(!bus.read(0x11, &mut buf));
+        assert!(bus.read(0x41, &mut buf));
+        assert_eq!(buf, [7, 8]);
+        assert_eq!(bus.relocate(0x40, 0x12), Err(BusError::Overlap { base: 0x12, len: 4 }));
+        assert!(bus.read(0x41, &mut buf));
     }
 }

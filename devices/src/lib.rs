@@ -4,7 +4,9 @@ pub mod acpi_pm;
 pub mod block;
 pub mod bus;
 pub mod irq;
+pub mod pci;
 pub mod legacy;
+pub mod net;
 pub mod trigger;
 pub mod virtio;
 
@@ -15,4 +17,5 @@ pub use legacy::cmos::CMOS_PORT_LEN;
 pub use legacy::i8042::I8042_PORT_LEN;
 pub use legacy::serial::SERIAL_PORT_LEN;
 pub use legacy::{Cmos, CmosClock, SerialDevice, SerialInputError, I8042};
+pub use net::{Tap, TapError};
 pub use trigger::EventFdTrigger;

@@ -59,6 +59,18 @@ impl Asm {
     pub fn in_al_dx(&mut self) -> &mut Self {
         self.emit(&[0xec])
     }
+    /// out dx, eax
+    pub fn out_dx_eax(&mut self) -> &mut Self {
+        self.emit(&[0xef])
+    }
+    /// in eax, dx
+    pub fn in_eax_dx(&mut self) -> &mut Self {
+        self.emit(&[0xed])
+    }
+    /// shr eax, imm8
+    pub fn shr_eax(&mut self, n: u8) -> &mut Self {
+        self.emit(&[0xc1, 0xe8, n])
+    }
     /// mov al, [rbx]
     pub fn load_al_rbx(&mut self) -> &mut Self {
         self.emit(&[0x8a, 0x03])

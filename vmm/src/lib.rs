@@ -1,8 +1,10 @@
 //! oxvm VMM core: builds a VM from its config and runs it, one thread per vCPU.
 
 pub mod control;
+mod devices;
 mod error;
 mod events;
+mod interrupts;
 mod machine;
 mod memory;
 mod platform;

@@ -14,8 +14,10 @@ use oxvm_arch::memory::RamLayout;
 use oxvm_devices::Bus;
 use vm_memory::GuestMemoryMmap;
 
+use crate::devices::PciBus;
 use crate::error::{kvm_err, VmmError};
 use crate::events::VmEvents;
+use crate::interrupts::InterruptManager;
 use crate::memory::create_guest_memory;
 use crate::platform::{attach_platform, Platform};
 use crate::vcpu::{create_vcpu, spawn_vcpu, VcpuHandle, VcpuSetup};
@@ -24,6 +26,7 @@ use crate::vcpu::{create_vcpu, spawn_vcpu, VcpuHandle, VcpuSetup};
 pub struct Machine {
     // Field order is drop order: vCPUs and devices before the VM, the VM before memory.
     vcpus: Vec<VcpuFd>,
+    pci: PciBus,
     platform: Platform,
     mmio: Bus,
     /// Held so the VM (and its irqfds and slots) lives as long as the machine.
@@ -94,6 +97,9 @@ impl Machine {
         )?;
         let entry = load_payload(&mem, &ram, &payload(cfg), rsdp.0)?;
         let platform = attach_platform(&vm, &ram, &cfg.serial, events)?;
+        let mmio = Bus::new();
+        let interrupts = Arc::new(InterruptManager::new(vm.clone()));
+        let pci = PciBus::new(vm.clone(), interrupts, &platform.pio, &mmio, mem.clone())?;
 
         let setup = VcpuSetup {
             vm: &vm,
@@ -116,8 +122,9 @@ impl Machine {
         );
         Ok(Machine {
             vcpus,
+            pci,
             platform,
-            mmio: Bus::new(),
+            mmio,
             _vm: vm,
             _mem: mem,
         })
@@ -145,6 +152,13 @@ impl Machine {
             }
         }
         Ok(handles)
+    }
+}
+
+impl Drop for Machine {
+    fn drop(&mut self) {
+        // Device workers hold guest memory and irqfds: stop them before the VM goes.
+        self.pci.shutdown();
     }
 }
 

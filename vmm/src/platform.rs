@@ -47,8 +47,8 @@ pub fn attach_platform(
     serial: &SerialConfig,
     events: &VmEvents,
 ) -> Result<Platform, VmmError> {
-    let mut pio = Bus::new();
-    let insert = |bus: &mut Bus, dev, base: u16, len| {
+    let pio = Bus::new();
+    let insert = |bus: &Bus, dev, base: u16, len| {
         bus.insert(dev, u64::from(base), len)
             .map_err(|e| VmmError::Device(e.to_string()))
     };
@@ -59,7 +59,7 @@ pub fn attach_platform(
         .map_err(kvm_err("KVM_IRQFD (COM1)"))?;
     let com1 = SerialDevice::new(com1_irq, serial_output(serial)?);
     insert(
-        &mut pio,
+        &pio,
         Arc::new(Mutex::new(com1)),
         layout::COM1_PORT,
         SERIAL_PORT_LEN,
@@ -67,7 +67,7 @@ pub fn attach_platform(
 
     let i8042 = I8042::new(events.reset.try_clone().map_err(dev_err("i8042 reset"))?);
     insert(
-        &mut pio,
+        &pio,
         Arc::new(Mutex::new(i8042)),
         layout::I8042_PORT,
         I8042_PORT_LEN,
@@ -75,7 +75,7 @@ pub fn attach_platform(
 
     let cmos = Cmos::new(ram.low_size, ram.high_size);
     insert(
-        &mut pio,
+        &pio,
         Arc::new(Mutex::new(cmos)),
         layout::CMOS_PORT,
         CMOS_PORT_LEN,
@@ -100,7 +100,7 @@ pub fn attach_platform(
         }
     }));
     insert(
-        &mut pio,
+        &pio,
         Arc::new(Mutex::new(pm)),
         layout::ACPI_PM_PORT_BASE,
         ACPI_PM_PORT_LEN,

@@ -19,8 +19,11 @@ const DSDT_REVISION: u8 = 2;
 pub(super) fn build_dsdt(_cfg: &AcpiConfig) -> Vec<u8> {
     let mut aml = Vec::new();
 
-    // System bus scope; devices are added here by later issues.
-    let sb_devices: Vec<&dyn Aml> = Vec::new();
+    // System bus scope: the PCI host bridge and motherboard resources.
+    let mut sb = Vec::new();
+    super::pci::host_bridge_aml(&mut sb);
+    let sb = RawAml(sb);
+    let sb_devices: Vec<&dyn Aml> = vec![&sb];
     Scope::new(Path::new("\\_SB_"), sb_devices).to_aml_bytes(&mut aml);
 
     // \_S5_: Package { SLP_TYPa, SLP_TYPb, reserved, reserved }. Only PM1a exists, but
@@ -43,4 +46,13 @@ pub(super) fn build_dsdt(_cfg: &AcpiConfig) -> Vec<u8> {
     );
     dsdt.append_slice(&aml);
     dsdt.as_slice().to_vec()
+}
+
+/// Already-encoded AML placed as is inside a scope.
+struct RawAml(Vec<u8>);
+
+impl Aml for RawAml {
+    fn to_aml_bytes(&self, sink: &mut dyn acpi_tables::AmlSink) {
+        sink.vec(&self.0);
+    }
 }

@@ -15,6 +15,7 @@
 mod dsdt;
 mod fadt;
 mod madt;
+mod pci;
 #[cfg(test)]
 mod tests;
 
@@ -111,7 +112,8 @@ pub fn build_acpi_tables(cfg: &AcpiConfig) -> Result<AcpiTables, AcpiError> {
     let dsdt = dsdt::build_dsdt(cfg);
     let facs = fadt::build_facs();
     // Tables listed in the XSDT after the FADT. Later: MCFG, SRAT, ...
-    let xsdt_tables: Vec<(&'static str, Vec<u8>)> = vec![("APIC", madt::build_madt(cfg))];
+    let xsdt_tables: Vec<(&'static str, Vec<u8>)> =
+        vec![("APIC", madt::build_madt(cfg)), ("MCFG", pci::build_mcfg())];
 
     let xsdt_len = SDT_HEADER_LEN + 8 * (1 + xsdt_tables.len());
     let mut placer = Placer {

@@ -75,7 +75,7 @@ fn walk(mem: &GuestMemoryMmap) -> HashMap<[u8; 4], (u64, Vec<u8>)> {
         let addr = u64::from_le_bytes(entry.try_into().unwrap());
         let signature: [u8; 4] = read(mem, addr, 4).try_into().unwrap();
         assert!(
-            [*b"FACP", *b"APIC"].contains(&signature),
+            [*b"FACP", *b"APIC", *b"MCFG"].contains(&signature),
             "unexpected table {signature:?} in the XSDT"
         );
         let table = read_sdt(mem, addr, &signature);
@@ -97,13 +97,32 @@ fn rsdp_found_by_legacy_scan_at_acpi_start() {
 }
 
 #[test]
-fn xsdt_lists_fadt_and_madt() {
+fn xsdt_lists_fadt_madt_and_mcfg() {
     let (mem, _) = setup(2);
     let tables = walk(&mem);
     assert!(tables.contains_key(b"FACP"));
     assert!(tables.contains_key(b"APIC"));
     let xsdt = &tables[b"XSDT"].1;
-    assert_eq!(xsdt.len(), SDT_HEADER_LEN + 2 * 8);
+    assert_eq!(xsdt.len(), SDT_HEADER_LEN + 3 * 8);
+    // MCFG: one ECAM allocation (base, segment 0, buses 0..=0) after 8 reserved bytes.
+    let mcfg = &tables[b"MCFG"].1;
+    assert_eq!(mcfg.len(), SDT_HEADER_LEN + 8 + 16);
+    assert_eq!(u64_at(mcfg, 44), layout::PCI_ECAM_START);
+    assert_eq!((u16_at(mcfg, 52), mcfg[54], mcfg[55]), (0, 0, 0));
+}
+
+#[test]
+fn dsdt_describes_the_pci_host_bridge() {
+    let (mem, _) = setup(1);
+    let tables = walk(&mem);
+    let fadt = &tables[b"FACP"].1;
+    let dsdt = read_sdt(&mem, u64_at(fadt, 140), b"DSDT");
+    let has = |s: &[u8]| dsdt.windows(s.len()).any(|w| w == s);
+    for name in [&b"PCI0"[..], b"_PRT", b"_CRS", b"_BBN", b"MRES"] {
+        assert!(has(name), "{} missing", String::from_utf8_lossy(name));
+    }
+    // EISA ID of PNP0A08 (PCI Express root bridge), as AML encodes it.
+    assert!(has(&[0x41, 0xd0, 0x0a, 0x08]));
 }
 
 #[test]

@@ -6,9 +6,16 @@
 //! [`VirtioInterrupt`]. Devices do their I/O on worker threads of their own, never on
 //! a vCPU thread.
 
+pub mod blk;
 mod device;
+pub mod net;
+pub mod pci;
+pub mod scsi;
 
+pub use blk::VirtioBlk;
 pub use device::{ActivateError, ActiveQueue, VirtioDevice, VirtioInterrupt};
+pub use net::VirtioNet;
+pub use scsi::VirtioScsi;
 
 /// Guest memory as devices see it.
 pub type GuestMemoryMmap = vm_memory::GuestMemoryMmap<()>;

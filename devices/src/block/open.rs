@@ -1,0 +1,166 @@
+//! From a disk's configuration to a backend: format detection, the raw or qcow2 driver,
+//! and the throttle when `iotune` sets limits.
+
+use std::fs::File;
+use std::io::{self, Read};
+use std::path::{Path, PathBuf};
+
+use oxvm_api::{DiskConfig, DiskFormat, IoMode};
+
+use super::backend::DiskBackend;
+use super::options::DiskOptions;
+use super::qcow2::Qcow2Disk;
+use super::raw::RawDisk;
+use super::throttle::{Throttle, ThrottleError, Throttled};
+
+/// The first four bytes of every qcow2 image.
+pub const QCOW2_MAGIC: [u8; 4] = *b"QFI\xfb";
+
+/// Why one image could not be opened (the disk id and path are added by [`DiskError`]).
+#[derive(Debug, thiserror::Error)]
+pub enum OpenError {
+    #[error("cannot open: {0}")]
+    Open(#[source] io::Error),
+    #[error("{what}: {source}")]
+    Io {
+        what: &'static str,
+        #[source]
+        source: io::Error,
+    },
+    #[error(
+        "cache=none needs O_DIRECT, which the filesystem holding {path} refuses ({source}); \
+         use cache=writeback or cache=writethrough for this disk"
+    )]
+    DirectIoUnsupported {
+        path: PathBuf,
+        #[source]
+        source: io::Error,
+    },
+    #[error("not a regular file or block device")]
+    NotADisk,
+    #[error("backing file {backing} not found ({source})")]
+    MissingBacking {
+        backing: PathBuf,
+        #[source]
+        source: io::Error,
+    },
+    #[error("cannot open backing file {backing}: {source}")]
+    Backing {
+        backing: PathBuf,
+        #[source]
+        source: io::Error,
+    },
+    #[error("format is qcow2 but the file does not start with the qcow2 magic")]
+    NotQcow2,
+    #[error("qcow2: {0}")]
+    Qcow2(#[source] io::Error),
+}
+
+impl OpenError {
+    pub(crate) fn io(what: &'static str) -> impl FnOnce(io::Error) -> OpenError {
+        move |source| OpenError::Io { what, source }
+    }
+
+    pub(crate) fn direct_io(path: &Path, source: io::Error) -> OpenError {
+        OpenError::DirectIoUnsupported {
+            path: path.to_path_buf(),
+            source,
+        }
+    }
+}
+
+/// Why a configured disk could not be set up; names the disk and its image.
+#[derive(Debug, thiserror::Error)]
+pub enum DiskError {
+    #[error("disk {id}: {path}: {source}")]
+    Open {
+        id: String,
+        path: PathBuf,
+        #[source]
+        source: OpenError,
+    },
+    #[error("disk {id}: {source}")]
+    IoTune {
+        id: String,
+        #[source]
+        source: ThrottleError,
+    },
+}
+
+/// Open the disk `cfg` describes: detect the format when it is not given, open the raw or
+/// qcow2 backend with the configured read-only, cache and discard modes, and put it behind
+/// a throttle when `iotune` limits anything.
+pub fn open_disk(cfg: &DiskConfig) -> Result<Box<dyn DiskBackend>, DiskError> {
+    let open_err = |source| DiskError::Open {
+        id: cfg.id.clone(),
+        path: cfg.path.clone(),
+        source,
+    };
+    // Validate the limits before touching the image.
+    let throttle = match &cfg.iotune {
+        Some(tune) => Throttle::new(tune).map_err(|source| DiskError::IoTune {
+            id: cfg.id.clone(),
+            source,
+        })?,
+        None => None,
+    };
+    let opts = DiskOptions::from(cfg);
+    let detected = detect_format(&cfg.path).map_err(open_err)?;
+    let backend: Box<dyn DiskBackend> = match (cfg.format, detected) {
+        (Some(DiskFormat::Qcow2), DiskFormat::Raw) => return Err(open_err(OpenError::NotQcow2)),
+        (Some(DiskFormat::Qcow2), _) | (None, DiskFormat::Qcow2) => {
+            if cfg.format.is_none() {
+                tracing::warn!(
+                    "disk {}: {} detected as qcow2; configure the format to avoid probing",
+                    cfg.id,
+                    cfg.path.display()
+                );
+            }
+            Box::new(Qcow2Disk::open(&cfg.path, opts).map_err(open_err)?)
+        }
+        (Some(DiskFormat::Raw), _) => Box::new(RawDisk::open(&cfg.path, opts).map_err(open_err)?),
+        (None, DiskFormat::Raw) => Box::new(
+            RawDisk::open(&cfg.path, opts)
+                .map_err(open_err)?
+                .guard_format_probe(),
+        ),
+    };
+    if cfg.io == IoMode::Native {
+        // No native AIO engine yet: requests run on the disk's worker thread as with
+        // io=threads, which is correct, just without overlapping requests.
+        tracing::debug!("disk {}: io=native is served like io=threads", cfg.id);
+    }
+    tracing::info!(
+        "disk {}: {} ({} bytes{}{})",
+        cfg.id,
+        cfg.path.display(),
+        backend.size(),
+        if backend.is_read_only() { ", read-only" } else { "" },
+        if throttle.is_some() { ", throttled" } else { "" },
+    );
+    Ok(match throttle {
+        Some(t) => Box::new(Throttled::new(backend, t)),
+        None => backend,
+    })
+}
+
+/// The image format as its first bytes tell: qcow2 when it starts with the qcow2 magic,
+/// raw otherwise (including files shorter than the magic).
+pub fn detect_format(path: &Path) -> Result<DiskFormat, OpenError> {
+    let mut file = File::open(path).map_err(OpenError::Open)?;
+    let mut magic = [0u8; 4];
+    let mut got = 0;
+    while got < magic.len() {
+        match file.read(&mut magic[got..]) {
+            Ok(0) => break,
+            Ok(n) => got += n,
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+            Err(e) => return Err(OpenError::io("cannot read the image header")(e)),
+        }
+    }
+    Ok(if got == magic.len() && magic == QCOW2_MAGIC {
+        DiskFormat::Qcow2
+    } else {
+        DiskFormat::Raw
+    })
+}

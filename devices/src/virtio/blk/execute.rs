@@ -1,0 +1,217 @@
+//! Serving one request: parse the chain, run it against the backend, write the status.
+//!
+//! Data moves through a bounded bounce buffer in pieces, so a guest's request size never
+//! decides how much host memory is allocated. Requests run one after another in queue
+//! order: by the time a FLUSH runs, every earlier write has completed, and the FLUSH
+//! completes only after `DiskBackend::flush` returned Ok.
+
+use std::sync::Arc;
+
+use virtio_queue::desc::split::Descriptor;
+use vm_memory::Bytes;
+
+use super::buffers::{BufferError, GuestBuffers};
+use super::metrics::BlkMetrics;
+use super::request::{
+    parse, RequestKind, RequestLimits, ID_BYTES, S_IOERR, S_OK, S_UNSUPP,
+};
+use crate::block::{DiskBackend, IoDirection, WaitCanceller};
+use crate::virtio::GuestMemoryMmap;
+
+/// Bytes moved per backend call at most.
+const BOUNCE_SIZE: usize = 1 << 20;
+
+/// Why an admitted request failed.
+#[derive(Debug, thiserror::Error)]
+enum ExecError {
+    #[error("disk I/O: {0}")]
+    Io(#[from] std::io::Error),
+    #[error("guest buffer: {0}")]
+    Guest(#[from] BufferError),
+}
+
+pub(crate) struct Executor {
+    id: String,
+    backend: Box<dyn DiskBackend>,
+    limits: RequestLimits,
+    serial: [u8; ID_BYTES],
+    bounce: Vec<u8>,
+    metrics: Arc<BlkMetrics>,
+    /// Guest and host errors are logged at warn level once, then at debug level, so a
+    /// misbehaving guest or a failing disk cannot flood the log.
+    warned_guest: bool,
+    warned_io: bool,
+}
+
+impl Executor {
+    pub(crate) fn new(
+        id: String,
+        backend: Box<dyn DiskBackend>,
+        limits: RequestLimits,
+        serial: [u8; ID_BYTES],
+        metrics: Arc<BlkMetrics>,
+    ) -> Self {
+        Executor {
+            id,
+            backend,
+            limits,
+            serial,
+            bounce: vec![0; BOUNCE_SIZE],
+            metrics,
+            warned_guest: false,
+            warned_io: false,
+        }
+    }
+
+    pub(crate) fn into_backend(self) -> Box<dyn DiskBackend> {
+        self.backend
+    }
+
+    pub(crate) fn wait_canceller(&self) -> Option<WaitCanceller> {
+        self.backend.wait_canceller()
+    }
+
+    /// Serve the request in `descs`. Returns the used length: the bytes written into the
+    /// chain's device-writable buffers including the status byte; 0 when the chain has no
+    /// usable status byte and is returned unanswered.
+    pub(crate) fn serve(
+        &mut self,
+        descs: impl Iterator<Item = Descriptor>,
+        mem: &GuestMemoryMmap,
+    ) -> u32 {
+        let (status, code, written) = match parse(descs, mem, &self.limits) {
+            Ok(req) => {
+                let (code, written) = self.execute(req.kind, mem);
+                (req.status, code, written)
+            }
+            Err(e) => {
+                if e.code == S_UNSUPP {
+                    self.metrics.unsupported();
+                } else {
+                    self.metrics.invalid();
+                }
+                self.log_guest_error(e.reason);
+                match e.status {
+                    Some(status) => (status, e.code, 0),
+                    None => return 0,
+                }
+            }
+        };
+        if let Err(e) = mem.write_obj(code, status) {
+            // Checked during parsing; only a memory layout change could get here.
+            self.log_guest_error("cannot write the status byte");
+            tracing::debug!("disk {}: status byte: {e}", self.id);
+            return 0;
+        }
+        written.saturating_add(1)
+    }
+
+    /// Run a checked request: (status code, data bytes written to the guest).
+    fn execute(&mut self, kind: RequestKind, mem: &GuestMemoryMmap) -> (u8, u32) {
+        let result = match kind {
+            RequestKind::In { offset, data } => {
+                self.backend.admit(IoDirection::Read, data.len());
+                self.read_into(offset, &data, mem).map(|()| {
+                    self.metrics.read(data.len());
+                    data.len() as u32
+                })
+            }
+            RequestKind::Out { offset, data } => {
+                self.backend.admit(IoDirection::Write, data.len());
+                self.write_from(offset, &data, mem).map(|()| {
+                    self.metrics.write(data.len());
+                    0
+                })
+            }
+            RequestKind::Flush => self.backend.flush().map_err(ExecError::from).map(|()| {
+                self.metrics.flush();
+                0
+            }),
+            RequestKind::GetId { data } => {
+                let n = (data.len() as usize).min(ID_BYTES);
+                data.write(mem, 0, &self.serial[..n])
+                    .map_err(ExecError::from)
+                    .map(|()| n as u32)
+            }
+            RequestKind::Discard { offset, len } => {
+                self.backend.discard(offset, len).map_err(ExecError::from).map(|()| {
+                    self.metrics.discard();
+                    0
+                })
+            }
+            RequestKind::WriteZeroes { offset, len, unmap } => {
+                self.backend.admit(IoDirection::Write, 0);
+                self.backend
+                    .write_zeroes(offset, len, unmap)
+                    .map_err(ExecError::from)
+                    .map(|()| {
+                        self.metrics.write_zeroes();
+                        0
+                    })
+            }
+        };
+        match result {
+            Ok(written) => (S_OK, written),
+            Err(ExecError::Io(e)) => {
+                self.metrics.io_error();
+                if self.warned_io {
+                    tracing::debug!("disk {}: request failed: {e}", self.id);
+                } else {
+                    self.warned_io = true;
+                    tracing::warn!("disk {}: request failed (later failures at debug level): {e}", self.id);
+                }
+                (S_IOERR, 0)
+            }
+            Err(e @ ExecError::Guest(_)) => {
+                self.metrics.invalid();
+                self.log_guest_error("guest buffer unusable");
+                tracing::debug!("disk {}: {e}", self.id);
+                (S_IOERR, 0)
+            }
+        }
+    }
+
+    fn read_into(
+        &mut self,
+        offset: u64,
+        data: &GuestBuffers,
+        mem: &GuestMemoryMmap,
+    ) -> Result<(), ExecError> {
+        let mut pos = 0;
+        while pos < data.len() {
+            let n = (data.len() - pos).min(self.bounce.len() as u64) as usize;
+            self.backend.read_at(offset + pos, &mut self.bounce[..n])?;
+            data.write(mem, pos, &self.bounce[..n])?;
+            pos += n as u64;
+        }
+        Ok(())
+    }
+
+    fn write_from(
+        &mut self,
+        offset: u64,
+        data: &GuestBuffers,
+        mem: &GuestMemoryMmap,
+    ) -> Result<(), ExecError> {
+        let mut pos = 0;
+        while pos < data.len() {
+            let n = (data.len() - pos).min(self.bounce.len() as u64) as usize;
+            data.read(mem, pos, &mut self.bounce[..n])?;
+            self.backend.write_at(offset + pos, &self.bounce[..n])?;
+            pos += n as u64;
+        }
+        Ok(())
+    }
+
+    fn log_guest_error(&mut self, reason: &str) {
+        if self.warned_guest {
+            tracing::debug!("disk {}: bad request from the guest: {reason}", self.id);
+        } else {
+            self.warned_guest = true;
+            tracing::warn!(
+                "disk {}: bad request from the guest: {reason} (later ones at debug level)",
+                self.id
+            );
+        }
+    }
+}

@@ -1,0 +1,25 @@
+//! virtio-blk (virtio 1.2 §5.2): raw or qcow2 disks, read-only or writable, with flush,
+//! discard, write-zeroes and GET_ID.
+//!
+//! - `config`: offered features and the configuration space;
+//! - `request`: descriptor chain → checked request;
+//! - `buffers`: a request's guest memory as a byte stream;
+//! - `execute`: running a request against the backend;
+//! - `worker`: the per-disk thread serving the queue;
+//! - `metrics`: counters for the API.
+
+mod buffers;
+mod config;
+mod device;
+mod execute;
+mod metrics;
+mod request;
+#[cfg(test)]
+mod tests;
+mod worker;
+
+pub use config::{
+    CONFIG_SIZE, MAX_DISCARD_SECTORS, MAX_WRITE_ZEROES_SECTORS, QUEUE_SIZE, SEG_MAX,
+};
+pub use device::VirtioBlk;
+pub use metrics::{BlkMetrics, BlkMetricsSnapshot};

@@ -1,0 +1,257 @@
+//! The disk's worker thread: waits on the queue's kick eventfd and a stop eventfd, serves
+//! the available chains in order and interrupts the driver when the queue asks for it.
+//!
+//! The guest cannot stall anything but this thread: a ring that makes no sense (an
+//! available index running ahead of the queue size, rings outside memory) marks the
+//! queue broken until the device is reset, and the thread keeps answering the stop
+//! request.
+
+use std::io;
+use std::num::Wrapping;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{mpsc, Arc};
+use std::thread::{self, JoinHandle};
+use std::time::{Duration, Instant};
+
+use virtio_queue::{Queue, QueueT};
+use vmm_sys_util::epoll::{ControlOperation, Epoll, EpollEvent, EventSet};
+use vmm_sys_util::eventfd::EventFd;
+
+use super::execute::Executor;
+use crate::block::{DiskBackend, WaitCanceller};
+use crate::virtio::{GuestMemoryMmap, VirtioInterrupt};
+
+const EVENT_KICK: u64 = 0;
+const EVENT_STOP: u64 = 1;
+
+/// While working through a long queue (slow disk, throttling), interrupt the driver at
+/// least this often for what has completed so far.
+const NOTIFY_INTERVAL: Duration = Duration::from_millis(2);
+
+/// Serves one queue. Also used directly (without a thread) by tests.
+pub(crate) struct QueueWorker {
+    pub(crate) id: String,
+    pub(crate) mem: GuestMemoryMmap,
+    pub(crate) queue: Queue,
+    pub(crate) index: u16,
+    pub(crate) interrupt: Arc<dyn VirtioInterrupt>,
+    pub(crate) executor: Executor,
+    pub(crate) stop: Arc<AtomicBool>,
+    pub(crate) broken: bool,
+}
+
+impl QueueWorker {
+    /// Serve every available chain, then re-enable notifications and check again (the
+    /// driver may have added chains meanwhile without kicking).
+    pub(crate) fn process_queue(&mut self) {
+        if self.broken {
+            return;
+        }
+        let mut last_notify = Instant::now();
+        let mut unnotified = false;
+        'outer: loop {
+            if let Err(e) = self.queue.disable_notification(&self.mem) {
+                self.fail(&format!("cannot update notification suppression: {e}"));
+                return;
+            }
+            loop {
+                if self.stop.load(Ordering::Acquire) {
+                    break 'outer;
+                }
+                match self.has_pending() {
+                    Ok(true) => {}
+                    Ok(false) => break,
+                    Err(reason) => {
+                        self.fail(&reason);
+                        break 'outer;
+                    }
+                }
+                let Some(chain) = self.queue.pop_descriptor_chain(&self.mem) else {
+                    break;
+                };
+                let head = chain.head_index();
+                let used_len = self.executor.serve(chain, &self.mem);
+                if let Err(e) = self.queue.add_used(&self.mem, head, used_len) {
+                    self.fail(&format!("cannot add to the used ring: {e}"));
+                    break 'outer;
+                }
+                unnotified = true;
+                if last_notify.elapsed() >= NOTIFY_INTERVAL {
+                    self.notify();
+                    unnotified = false;
+                    last_notify = Instant::now();
+                }
+            }
+            match self.queue.enable_notification(&self.mem) {
+                Ok(true) => continue,
+                Ok(false) => break,
+                Err(e) => {
+                    self.fail(&format!("cannot update notification suppression: {e}"));
+                    break;
+                }
+            }
+        }
+        if unnotified {
+            self.notify();
+        }
+    }
+
+    /// Whether chains are waiting; an error when the available index makes no sense.
+    fn has_pending(&self) -> Result<bool, String> {
+        let avail = self
+            .queue
+            .avail_idx(&self.mem, Ordering::Acquire)
+            .map_err(|e| format!("cannot read the available index: {e}"))?;
+        let pending = (avail - Wrapping(self.queue.next_avail())).0;
+        if pending > self.queue.size() {
+            return Err(format!(
+                "available index {} is {pending} entries ahead, more than the queue size {}",
+                avail.0,
+                self.queue.size()
+            ));
+        }
+        Ok(pending > 0)
+    }
+
+    fn notify(&mut self) {
+        match self.queue.needs_notification(&self.mem) {
+            Ok(true) => self.interrupt.notify_queue(self.index),
+            Ok(false) => {}
+            Err(e) => self.fail(&format!("cannot read the used event index: {e}")),
+        }
+    }
+
+    fn fail(&mut self, reason: &str) {
+        if !self.broken {
+            tracing::error!(
+                "disk {}: queue {} unusable until the device is reset: {reason}",
+                self.id,
+                self.index
+            );
+        }
+        self.broken = true;
+    }
+
+    /// The thread body: returns the backend when told to stop (or when waiting fails).
+    fn run(mut self, kick: EventFd, stop_evt: EventFd) -> Box<dyn DiskBackend> {
+        if let Err(e) = self.event_loop(&kick, &stop_evt) {
+            tracing::error!("disk {}: worker stopped: {e}", self.id);
+        }
+        self.executor.into_backend()
+    }
+
+    fn event_loop(&mut self, kick: &EventFd, stop_evt: &EventFd) -> io::Result<()> {
+        let epoll = Epoll::new()?;
+        for (fd, data) in [(kick, EVENT_KICK), (stop_evt, EVENT_STOP)] {
+            epoll.ctl(
+                ControlOperation::Add,
+                std::os::fd::AsRawFd::as_raw_fd(fd),
+                EpollEvent::new(EventSet::IN, data),
+            )?;
+        }
+        // The driver may have queued requests before the device was activated.
+        self.process_queue();
+        let mut events = [EpollEvent::default(); 2];
+        loop {
+            let n = match epoll.wait(-1, &mut events) {
+                Ok(n) => n,
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+                Err(e) => return Err(e),
+            };
+            for ev in &events[..n] {
+                match ev.data() {
+                    EVENT_STOP => return Ok(()),
+                    _ => {
+                        // Draining the counter can only fail with EAGAIN (a spurious
+                        // wakeup): there is work to look at either way.
+                        let _ = kick.read();
+                        self.process_queue();
+                    }
+                }
+            }
+            if self.stop.load(Ordering::Acquire) {
+                return Ok(());
+            }
+        }
+    }
+}
+
+/// A running worker thread.
+pub(crate) struct WorkerHandle {
+    thread: JoinHandle<Option<Box<dyn DiskBackend>>>,
+    stop_evt: EventFd,
+    stop: Arc<AtomicBool>,
+    canceller: Option<WaitCanceller>,
+}
+
+impl WorkerHandle {
+    /// Start `worker` on a thread named `name`, serving kicks from `kick`. On failure the
+    /// worker comes back so its backend is not lost.
+    pub(crate) fn spawn(
+        name: String,
+        worker: QueueWorker,
+        kick: EventFd,
+    ) -> Result<Self, (io::Error, Box<QueueWorker>)> {
+        let stop_evt = match EventFd::new(libc::EFD_NONBLOCK) {
+            Ok(e) => e,
+            Err(e) => return Err((e, Box::new(worker))),
+        };
+        let thread_stop = match stop_evt.try_clone() {
+            Ok(e) => e,
+            Err(e) => return Err((e, Box::new(worker))),
+        };
+        let canceller = worker.executor_canceller();
+        if let Some(c) = &canceller {
+            c.reset();
+        }
+        let stop = worker.stop.clone();
+        stop.store(false, Ordering::Release);
+        // The worker is handed over only once the thread exists, so a failed spawn
+        // leaves it (and the backend) with the caller.
+        let (tx, rx) = mpsc::sync_channel::<QueueWorker>(1);
+        let thread = match thread::Builder::new().name(name).spawn(move || {
+            let worker = rx.recv().ok()?;
+            Some(worker.run(kick, thread_stop))
+        }) {
+            Ok(t) => t,
+            Err(e) => return Err((e, Box::new(worker))),
+        };
+        if let Err(mpsc::SendError(worker)) = tx.send(worker) {
+            return Err((io::Error::other("worker thread exited at start"), Box::new(worker)));
+        }
+        Ok(WorkerHandle {
+            thread,
+            stop_evt,
+            stop,
+            canceller,
+        })
+    }
+
+    /// Stop the thread (cutting short any throttling wait), join it and return the
+    /// backend; `None` if the thread panicked.
+    pub(crate) fn stop(self) -> Option<Box<dyn DiskBackend>> {
+        self.stop.store(true, Ordering::Release);
+        if let Some(c) = &self.canceller {
+            c.cancel();
+        }
+        if let Err(e) = self.stop_evt.write(1) {
+            tracing::error!("cannot signal a block worker to stop: {e}");
+        }
+        let backend = self.thread.join().ok().flatten();
+        if let Some(c) = &self.canceller {
+            c.reset();
+        }
+        backend
+    }
+}
+
+impl QueueWorker {
+    fn executor_canceller(&self) -> Option<WaitCanceller> {
+        self.executor.wait_canceller()
+    }
+
+    /// Give back the backend of a worker that never ran.
+    pub(crate) fn into_backend(self) -> Box<dyn DiskBackend> {
+        self.executor.into_backend()
+    }
+}

@@ -1,0 +1,26 @@
+//! virtio-net on a host tap.
+//!
+//! - `device`: features, configuration space, queue layout, activation ([`VirtioNet`]).
+//! - `worker`: one thread per queue pair (`net-<id>-q<pair>`), epoll on tap and kicks.
+//! - `rx` / `tx` / `ctrl`: the three kinds of queue.
+//! - `chain`: checking guest descriptor chains before touching them.
+//! - `used`: returning buffers and deciding on interrupts.
+//! - `metrics`: counters.
+
+mod chain;
+mod ctrl;
+mod device;
+mod metrics;
+mod rx;
+mod tx;
+mod used;
+mod worker;
+
+#[cfg(test)]
+mod tests;
+
+pub use device::{NetLink, VirtioNet};
+pub use metrics::{NetMetrics, NetMetricsSnapshot};
+
+/// Size of every virtio-net queue (receive, transmit, control).
+pub const QUEUE_SIZE: u16 = 256;

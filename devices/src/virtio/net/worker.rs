@@ -1,0 +1,373 @@
+//! One thread per queue pair: it owns the pair's receive and transmit queues and tap
+//! queue, and sleeps in epoll on the tap fd, the two kick eventfds and a control
+//! eventfd (stop / tap queue switched on or off). The first pair's thread also serves
+//! the control queue. Threads are named `net-<id>-q<pair>` so `top -H` tells them apart.
+//!
+//! Nothing here spins: the tap is watched for reading only while the guest has
+//! receive buffers (otherwise we wait for its rx kick), for writing only while a frame
+//! is stuck behind a full tap, and each wake-up handles a bounded batch per queue so
+//! that one busy direction cannot starve the other.
+
+use std::io;
+use std::os::fd::AsRawFd;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+use std::thread::JoinHandle;
+
+use vmm_sys_util::epoll::{ControlOperation, Epoll, EpollEvent, EventSet};
+use vmm_sys_util::eventfd::EventFd;
+
+use super::super::{GuestMemoryMmap, VirtioInterrupt};
+use super::ctrl::CtrlQueue;
+use super::metrics::NetMetrics;
+use super::rx::{RxOutcome, RxQueue, RX_FRAME_MAX};
+use super::tx::{TxQueue, TxStatus};
+use crate::net::{Tap, VNET_HDR_LEN};
+
+/// Frames handled per queue and wake-up before looking at other events.
+const RX_BUDGET: usize = 64;
+const TX_BUDGET: usize = 64;
+
+const TOKEN_TAP: u64 = 0;
+const TOKEN_RX_KICK: u64 = 1;
+const TOKEN_TX_KICK: u64 = 2;
+const TOKEN_CTRL_KICK: u64 = 3;
+const TOKEN_CONTROL: u64 = 4;
+
+/// How the device talks to a running worker.
+#[derive(Debug)]
+pub(crate) struct WorkerControl {
+    evt: EventFd,
+    stop: AtomicBool,
+    tap_enabled: AtomicBool,
+}
+
+impl WorkerControl {
+    pub fn new(tap_enabled: bool) -> io::Result<Self> {
+        Ok(Self {
+            evt: EventFd::new(libc::EFD_NONBLOCK)?,
+            stop: AtomicBool::new(false),
+            tap_enabled: AtomicBool::new(tap_enabled),
+        })
+    }
+
+    /// Ask the worker to exit (then join it).
+    pub fn stop(&self) {
+        self.stop.store(true, Ordering::Release);
+        self.wake();
+    }
+
+    /// The pair's tap queue was attached or detached: (stop) watching it.
+    pub fn set_tap_enabled(&self, enabled: bool) {
+        self.tap_enabled.store(enabled, Ordering::Release);
+        self.wake();
+    }
+
+    fn wake(&self) {
+        if let Err(e) = self.evt.write(1) {
+            tracing::error!("cannot wake a net worker: {e}");
+        }
+    }
+}
+
+/// The control queue and what its commands act on (first pair's worker only).
+pub(crate) struct CtrlContext {
+    pub queue: CtrlQueue,
+    pub index: u16,
+    pub kick: EventFd,
+    /// Controls of all running workers, by pair.
+    pub controls: Vec<Arc<WorkerControl>>,
+    pub max_pairs: u16,
+}
+
+/// Everything one queue pair's thread works with.
+pub(crate) struct Worker {
+    pub pair: u16,
+    pub mem: GuestMemoryMmap,
+    pub interrupt: Arc<dyn VirtioInterrupt>,
+    pub metrics: Arc<NetMetrics>,
+    pub tap: Arc<Tap>,
+    pub rx: RxQueue,
+    pub rx_index: u16,
+    pub rx_kick: EventFd,
+    pub tx: TxQueue,
+    pub tx_index: u16,
+    pub tx_kick: EventFd,
+    pub ctrl: Option<CtrlContext>,
+    pub control: Arc<WorkerControl>,
+}
+
+impl Worker {
+    pub fn spawn(self, name: String) -> io::Result<JoinHandle<()>> {
+        std::thread::Builder::new()
+            .name(name.clone())
+            .spawn(move || {
+                if let Err(e) = self.run() {
+                    tracing::error!("{name}: worker stopped: {e}");
+                }
+            })
+    }
+
+    fn run(self) -> io::Result<()> {
+        let epoll = Epoll::new()?;
+        let mut w = Running {
+            w: self,
+            epoll,
+            tap_events: EventSet::empty(),
+            rx_frame: vec![0u8; RX_FRAME_MAX],
+            rx_pending: None,
+            rx_waiting: false,
+            rx_more: false,
+            tx_blocked: false,
+            tx_more: false,
+            tap_error: false,
+        };
+        w.add(w.w.rx_kick.as_raw_fd(), TOKEN_RX_KICK)?;
+        w.add(w.w.tx_kick.as_raw_fd(), TOKEN_TX_KICK)?;
+        w.add(w.w.control.evt.as_raw_fd(), TOKEN_CONTROL)?;
+        if let Some(ctrl) = &w.w.ctrl {
+            w.add(ctrl.kick.as_raw_fd(), TOKEN_CTRL_KICK)?;
+        }
+        // Receive buffers are taken when frames arrive; the guest need only kick when
+        // we ran out (see process_rx).
+        w.w.rx.disable_notification(&w.w.mem);
+        // The driver may have queued buffers and kicked before we started.
+        w.process_ctrl();
+        w.process_tx();
+        w.process_rx();
+        w.sync_tap_interest();
+
+        let mut events = [EpollEvent::default(); 8];
+        loop {
+            let timeout = if w.rx_more || w.tx_more { 0 } else { -1 };
+            let n = match w.epoll.wait(timeout, &mut events) {
+                Ok(n) => n,
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+                Err(e) => return Err(e),
+            };
+            let (mut do_rx, mut do_tx, mut do_ctrl) = (w.rx_more, w.tx_more, false);
+            for ev in &events[..n] {
+                match ev.data() {
+                    TOKEN_CONTROL => {
+                        let _ = w.w.control.evt.read();
+                        if w.w.control.stop.load(Ordering::Acquire) {
+                            return Ok(());
+                        }
+                        // The tap queue may have been attached: try it afresh.
+                        w.tap_error = false;
+                        do_rx = true;
+                    }
+                    TOKEN_RX_KICK => {
+                        let _ = w.w.rx_kick.read();
+                        if w.rx_waiting {
+                            w.rx_waiting = false;
+                            w.w.rx.disable_notification(&w.w.mem);
+                        }
+                        w.tap_error = false;
+                        do_rx = true;
+                    }
+                    TOKEN_TX_KICK => {
+                        let _ = w.w.tx_kick.read();
+                        do_tx = true;
+                    }
+                    TOKEN_CTRL_KICK => {
+                        if let Some(ctrl) = &w.w.ctrl {
+                            let _ = ctrl.kick.read();
+                        }
+                        do_ctrl = true;
+                    }
+                    TOKEN_TAP => {
+                        let set = ev.event_set();
+                        if set.intersects(EventSet::ERROR | EventSet::HANG_UP) {
+                            // Reported whatever we ask for: stop watching the tap until
+                            // something changes, or this loop would spin.
+                            if !w.tap_error {
+                                tracing::warn!(
+                                    "net worker q{}: tap {} reports an error/hang-up",
+                                    w.w.pair,
+                                    w.w.tap.name()
+                                );
+                            }
+                            w.tap_error = true;
+                        }
+                        do_rx |= set.contains(EventSet::IN);
+                        do_tx |= set.contains(EventSet::OUT);
+                    }
+                    _ => {}
+                }
+            }
+            if do_ctrl {
+                w.process_ctrl();
+            }
+            if do_tx {
+                w.process_tx();
+            }
+            if do_rx {
+                w.process_rx();
+            }
+            w.sync_tap_interest();
+        }
+    }
+}
+
+/// A worker's loop state.
+struct Running {
+    w: Worker,
+    epoll: Epoll,
+    /// What the tap fd is registered for (empty: not registered).
+    tap_events: EventSet,
+    rx_frame: Vec<u8>,
+    /// Length of a frame in `rx_frame` still waiting for guest buffers.
+    rx_pending: Option<usize>,
+    /// Out of guest buffers: tap not read until the guest kicks rx.
+    rx_waiting: bool,
+    rx_more: bool,
+    /// A frame is waiting for the tap to become writable.
+    tx_blocked: bool,
+    tx_more: bool,
+    tap_error: bool,
+}
+
+impl Running {
+    fn add(&self, fd: i32, token: u64) -> io::Result<()> {
+        self.epoll.ctl(
+            ControlOperation::Add,
+            fd,
+            EpollEvent::new(EventSet::IN, token),
+        )
+    }
+
+    fn tap_enabled(&self) -> bool {
+        self.w.control.tap_enabled.load(Ordering::Acquire)
+    }
+
+    fn process_rx(&mut self) {
+        self.rx_more = false;
+        let mut budget = RX_BUDGET;
+        loop {
+            if budget == 0 {
+                // More may be queued: come back after the other events, so a flood
+                // from the host cannot starve transmit.
+                self.rx_more = true;
+                break;
+            }
+            budget -= 1;
+            let len = match self.rx_pending {
+                Some(len) => len,
+                None => {
+                    if !self.tap_enabled() || self.tap_error {
+                        break;
+                    }
+                    let queue = &self.w.tap.queues()[usize::from(self.w.pair)];
+                    match queue.read_frame(&mut self.rx_frame) {
+                        Ok(n) if n >= VNET_HDR_LEN => n,
+                        Ok(n) => {
+                            tracing::debug!("rx: {n}-byte read from the tap");
+                            self.w.metrics.add_rx_errors(1);
+                            continue;
+                        }
+                        Err(e) if e.kind() == io::ErrorKind::WouldBlock => break,
+                        Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+                        Err(e) => {
+                            tracing::debug!("rx: tap read failed: {e}");
+                            self.w.metrics.add_rx_errors(1);
+                            break;
+                        }
+                    }
+                }
+            };
+            let frame = &mut self.rx_frame[..len];
+            match self.w.rx.deliver(&self.w.mem, frame, &self.w.metrics) {
+                RxOutcome::Delivered { .. } | RxOutcome::Dropped => self.rx_pending = None,
+                RxOutcome::NeedBuffers => {
+                    self.rx_pending = Some(len);
+                    if self.w.rx.enable_notification(&self.w.mem) {
+                        // Buffers arrived meanwhile; no kick will announce them.
+                        self.w.rx.disable_notification(&self.w.mem);
+                        continue;
+                    }
+                    self.w.metrics.add_rx_no_buffers(1);
+                    self.rx_waiting = true;
+                    break;
+                }
+            }
+        }
+        if self.w.rx.needs_notification(&self.w.mem) {
+            self.w.interrupt.notify_queue(self.w.rx_index);
+        }
+    }
+
+    fn process_tx(&mut self) {
+        let w = &mut self.w;
+        let queue = &w.tap.queues()[usize::from(w.pair)];
+        let status = w.tx.process(&w.mem, &w.metrics, TX_BUDGET, &mut |frame| {
+            queue.write_frame(frame)
+        });
+        self.tx_blocked = status == TxStatus::Blocked;
+        self.tx_more = status == TxStatus::More;
+        if w.tx.needs_notification(&w.mem) {
+            w.interrupt.notify_queue(w.tx_index);
+        }
+    }
+
+    fn process_ctrl(&mut self) {
+        let w = &mut self.w;
+        let Some(ctrl) = &mut w.ctrl else {
+            return;
+        };
+        let tap = &w.tap;
+        let controls = &ctrl.controls;
+        let mut set_pairs = |pairs: u16| set_queue_pairs(tap, controls, pairs);
+        ctrl.queue
+            .process(&w.mem, &w.metrics, ctrl.max_pairs, &mut set_pairs);
+        if ctrl.queue.needs_notification(&w.mem) {
+            w.interrupt.notify_queue(ctrl.index);
+        }
+    }
+
+    /// Register the tap for what we currently want from it: readable while we can
+    /// take frames, writable while a frame waits. Nothing wanted: unregistered, since
+    /// epoll reports errors on a registered fd whatever we ask for.
+    fn sync_tap_interest(&mut self) {
+        let usable = self.tap_enabled() && !self.tap_error;
+        let mut want = EventSet::empty();
+        if usable && !self.rx_waiting {
+            want |= EventSet::IN;
+        }
+        if usable && self.tx_blocked {
+            want |= EventSet::OUT;
+        }
+        if want == self.tap_events {
+            return;
+        }
+        let fd = self.w.tap.queues()[usize::from(self.w.pair)].as_raw_fd();
+        let op = if want.is_empty() {
+            ControlOperation::Delete
+        } else if self.tap_events.is_empty() {
+            ControlOperation::Add
+        } else {
+            ControlOperation::Modify
+        };
+        match self.epoll.ctl(op, fd, EpollEvent::new(want, TOKEN_TAP)) {
+            Ok(()) => self.tap_events = want,
+            Err(e) => tracing::error!("net worker q{}: epoll_ctl on the tap: {e}", self.w.pair),
+        }
+    }
+}
+
+/// Use the first `pairs` queue pairs: attach their tap queues, detach the others (so
+/// the kernel steers no flow to a queue nobody reads), and tell the workers.
+fn set_queue_pairs(tap: &Tap, controls: &[Arc<WorkerControl>], pairs: u16) -> bool {
+    for index in 0..tap.queues().len() {
+        let enabled = index < usize::from(pairs) && index < controls.len();
+        if let Err(e) = tap.set_queue_enabled(index, enabled) {
+            tracing::warn!("cannot switch to {pairs} queue pairs: {e}");
+            return false;
+        }
+        if let Some(control) = controls.get(index) {
+            control.set_tap_enabled(enabled);
+        }
+    }
+    tracing::debug!(tap = tap.name(), pairs, "queue pairs in use");
+    true
+}

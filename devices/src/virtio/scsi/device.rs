@@ -1,0 +1,167 @@
+//! `VirtioScsi`: the controller as a [`VirtioDevice`].
+
+use std::collections::HashSet;
+use std::sync::{Arc, Mutex};
+
+use virtio_queue::QueueT;
+
+use super::config::ConfigSpace;
+use super::lun::{Lun, LunConfig, BLOCK_SIZE, MAX_SERIAL_LEN};
+use super::metrics::ScsiMetrics;
+use super::worker::{Worker, WorkerHandle};
+use super::{MAX_TARGETS, NUM_QUEUES, QUEUE_SIZE};
+use crate::virtio::{
+    ActivateError, ActiveQueue, GuestMemoryMmap, VirtioDevice, VirtioInterrupt,
+    F_RING_EVENT_IDX, F_RING_INDIRECT_DESC, F_VERSION_1, TYPE_SCSI,
+};
+
+/// Why a controller could not be built from its disks.
+#[derive(Debug, thiserror::Error)]
+pub enum ScsiError {
+    #[error("virtio-scsi takes at most {MAX_TARGETS} disks, got {0}")]
+    TooManyDisks(usize),
+    #[error("disk {id}: {size} bytes is smaller than one {BLOCK_SIZE}-byte block")]
+    TooSmall { id: String, size: u64 },
+    #[error("disk {id}: the serial must be 1 to {MAX_SERIAL_LEN} printable ASCII characters")]
+    InvalidSerial { id: String },
+    #[error("disk id {0} is used twice")]
+    DuplicateId(String),
+}
+
+/// One virtio-scsi controller. Disk `i` of the list given to [`VirtioScsi::new`] is
+/// target `i`, LUN 0 (see `lun.rs` for why).
+pub struct VirtioScsi {
+    luns: Arc<[Mutex<Lun>]>,
+    config: ConfigSpace,
+    metrics: ScsiMetrics,
+    worker: Option<WorkerHandle>,
+}
+
+impl VirtioScsi {
+    pub fn new(disks: Vec<LunConfig>) -> Result<Self, ScsiError> {
+        if disks.len() > MAX_TARGETS {
+            return Err(ScsiError::TooManyDisks(disks.len()));
+        }
+        let mut ids = HashSet::new();
+        for d in &disks {
+            if !ids.insert(d.id.as_str()) {
+                return Err(ScsiError::DuplicateId(d.id.clone()));
+            }
+            let size = d.backend.size();
+            if size < BLOCK_SIZE {
+                return Err(ScsiError::TooSmall {
+                    id: d.id.clone(),
+                    size,
+                });
+            }
+            if let Some(serial) = &d.serial {
+                let printable = serial.bytes().all(|b| (0x20..0x7f).contains(&b));
+                if serial.is_empty() || serial.len() > MAX_SERIAL_LEN || !printable {
+                    return Err(ScsiError::InvalidSerial { id: d.id.clone() });
+                }
+            }
+        }
+        let luns: Vec<Lun> = disks
+            .into_iter()
+            .enumerate()
+            // MAX_TARGETS <= 256, so the target always fits.
+            .map(|(i, d)| Lun::new(i as u16, d))
+            .collect();
+        let metrics = ScsiMetrics::new(
+            luns.iter()
+                .map(|l| (l.id.clone(), l.target, l.metrics.clone()))
+                .collect(),
+        );
+        let config = ConfigSpace::new(luns.len());
+        Ok(Self {
+            luns: luns.into_iter().map(Mutex::new).collect(),
+            config,
+            metrics,
+            worker: None,
+        })
+    }
+
+    /// Counters of every LUN; the handle stays valid across resets.
+    pub fn metrics(&self) -> ScsiMetrics {
+        self.metrics.clone()
+    }
+
+    /// Number of disks (= targets).
+    pub fn num_disks(&self) -> usize {
+        self.luns.len()
+    }
+
+    pub fn is_active(&self) -> bool {
+        self.worker.is_some()
+    }
+}
+
+impl VirtioDevice for VirtioScsi {
+    fn device_type(&self) -> u32 {
+        TYPE_SCSI
+    }
+
+    fn queue_max_sizes(&self) -> Vec<u16> {
+        vec![QUEUE_SIZE; NUM_QUEUES]
+    }
+
+    /// No VIRTIO_SCSI_F_* bits: no bidirectional commands are needed (F_INOUT), disks
+    /// are fixed (F_HOTPLUG, F_CHANGE) and there is no protection information (F_T10_PI).
+    fn device_features(&self) -> u64 {
+        F_VERSION_1 | F_RING_INDIRECT_DESC | F_RING_EVENT_IDX
+    }
+
+    fn read_config(&self, offset: u64, data: &mut [u8]) {
+        self.config.read(offset, data);
+    }
+
+    fn write_config(&mut self, offset: u64, data: &[u8]) {
+        self.config.write(offset, data);
+    }
+
+    fn activate(
+        &mut self,
+        mem: GuestMemoryMmap,
+        interrupt: Arc<dyn VirtioInterrupt>,
+        driver_features: u64,
+        mut queues: Vec<ActiveQueue>,
+    ) -> Result<(), ActivateError> {
+        if self.worker.is_some() {
+            return Err(ActivateError::Other("virtio-scsi is already active".into()));
+        }
+        if driver_features & F_VERSION_1 == 0 {
+            return Err(ActivateError::MissingFeatures(F_VERSION_1));
+        }
+        let event_idx = driver_features & F_RING_EVENT_IDX != 0;
+        for q in &mut queues {
+            if usize::from(q.index) >= NUM_QUEUES {
+                return Err(ActivateError::BadQueue(q.index, "no such queue".into()));
+            }
+            if !q.queue.is_valid(&mem) {
+                return Err(ActivateError::BadQueue(
+                    q.index,
+                    "rings are not in guest memory".into(),
+                ));
+            }
+            q.queue.set_event_idx(event_idx);
+        }
+        let sizes = self.config.sizes();
+        tracing::debug!(
+            disks = self.luns.len(),
+            queues = queues.len(),
+            event_idx,
+            ?sizes,
+            "activating virtio-scsi"
+        );
+        let worker = Worker::new(mem, interrupt, queues, self.luns.clone(), sizes);
+        self.worker = Some(WorkerHandle::spawn(worker)?);
+        Ok(())
+    }
+
+    fn reset(&mut self) {
+        if let Some(mut worker) = self.worker.take() {
+            worker.stop();
+        }
+        self.config.reset();
+    }
+}

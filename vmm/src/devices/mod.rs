@@ -1,0 +1,6 @@
+//! The VM's device model beyond the legacy platform: the PCI bus and the virtio
+//! devices built from the VM config.
+
+mod pci;
+
+pub use pci::PciBus;
