@@ -274,21 +274,30 @@ def memory_sample(pid):
 
 
 class Console:
-    """Reads a VMM's stdout line by line, stamping each line on arrival."""
+    """Reads a VMM's stdout line by line, stamping each line on arrival.
 
-    def __init__(self, stream):
+    Also writes <tag>.console in the work directory as it goes, each line
+    prefixed with the wall-clock seconds since exec."""
+
+    def __init__(self, stream, path, t0):
+        self.t0 = t0
         self.lines = []  # (monotonic, text)
         self.cond = threading.Condition()
         self.eof = False
+        self.path = path
         self.thread = threading.Thread(target=self._run, args=(stream,), daemon=True)
         self.thread.start()
 
     def _run(self, stream):
-        for raw in iter(stream.readline, b""):
-            t = time.monotonic()
-            with self.cond:
-                self.lines.append((t, raw.decode("utf-8", "replace").rstrip("\r\n")))
-                self.cond.notify_all()
+        with open(self.path, "w") as copy:  # live copy, for watching and for failures
+            for raw in iter(stream.readline, b""):
+                t = time.monotonic()
+                text = raw.decode("utf-8", "replace").rstrip("\r\n")
+                with self.cond:
+                    self.lines.append((t, text))
+                    self.cond.notify_all()
+                copy.write(f"{t - self.t0:9.3f} {text}\n")  # wall seconds since exec
+                copy.flush()
         with self.cond:
             self.eof = True
             self.cond.notify_all()
@@ -316,6 +325,76 @@ class Console:
             return "\n".join(line for _, line in self.lines[-n:])
 
 
+# ---------------------------------------------------------------------------
+# Interference: other VMs and CPU load on this (small, shared) machine
+
+CLK_TCK = os.sysconf("SC_CLK_TCK")
+
+
+def other_kvm_users(exclude):
+    """[(pid, comm)] of processes, other than `exclude`, holding a KVM VM fd."""
+    found = []
+    for d in os.listdir("/proc"):
+        if not d.isdigit() or int(d) in exclude:
+            continue
+        try:
+            for fd in os.listdir(f"/proc/{d}/fd"):
+                try:
+                    link = os.readlink(f"/proc/{d}/fd/{fd}")
+                except OSError:
+                    continue
+                if link.startswith("anon_inode:kvm-vm"):
+                    with open(f"/proc/{d}/comm") as f:
+                        found.append((int(d), f.read().strip()))
+                    break
+        except OSError:
+            continue
+    return found
+
+
+def cpu_times():
+    """(busy, steal, total) jiffies of the whole machine from /proc/stat."""
+    with open("/proc/stat") as f:
+        v = [int(x) for x in f.readline().split()[1:]]
+    user, nice, system, idle, iowait, irq, softirq, steal = (v + [0] * 8)[:8]
+    busy = user + nice + system + irq + softirq
+    return busy, steal, busy + steal + idle + iowait
+
+
+def proc_cpu(pid):
+    """utime + stime (all threads, guest time included) in jiffies."""
+    with open(f"/proc/{pid}/stat") as f:
+        fields = f.read().rsplit(")", 1)[1].split()
+    return int(fields[11]) + int(fields[12])
+
+
+def wait_quiet(args, tag):
+    """Wait until no other VM runs and the machine is nearly idle (<= --quiet-wait s)."""
+    if args.quiet_wait <= 0:
+        return 0.0
+    start = time.monotonic()
+    last_log = 0.0
+    while True:
+        users = other_kvm_users({os.getpid()})
+        b0, s0, t0 = cpu_times()
+        time.sleep(2)
+        b1, s1, t1 = cpu_times()
+        busy = (b1 - b0) / max(1, t1 - t0)
+        waited = time.monotonic() - start
+        if not users and busy < 0.15:
+            if waited > 5:
+                log(f"{tag}: machine quiet after {waited:.0f} s")
+            return waited
+        if waited >= args.quiet_wait:
+            log(f"{tag}: machine still busy after {waited:.0f} s (other VMs {users}, "
+                f"CPU {busy:.0%}); measuring anyway")
+            return waited
+        if waited - last_log >= 60 or last_log == 0.0:
+            log(f"{tag}: waiting for a quiet machine (other VMs {users}, CPU busy {busy:.0%})")
+            last_log = max(waited, 0.001)
+        time.sleep(8)
+
+
 def stop_process(proc, sig=signal.SIGTERM, grace=15.0):
     if proc.poll() is None:
         try:
@@ -339,12 +418,15 @@ def boot_run(vmm, cmd, args, workdir, tag, ftrace):
     conpath = os.path.join(workdir, f"{tag}.console")
     res = {"vmm": vmm}
     with open(errpath, "wb") as err:
+        res["waited_for_quiet_s"] = round(wait_quiet(args, tag), 1)
         if ftrace:
             ftrace.start()
+        cpu0 = cpu_times()
         t0 = time.monotonic()
         proc = subprocess.Popen(cmd, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,
                                 stderr=err, cwd=workdir)
-        con = Console(proc.stdout)
+        con = Console(proc.stdout, conpath, t0)
+        others = {p for p in other_kvm_users({os.getpid(), proc.pid})}
         try:
             # 1a: poll the trace until the first KVM_RUN, then stop tracing.
             if ftrace:
@@ -369,6 +451,17 @@ def boot_run(vmm, cmd, args, workdir, tag, ftrace):
                     f"(process {'exited ' + str(proc.poll()) if proc.poll() is not None else 'still running'})")
             t_boot, line = got
             res["exec_to_boot_ok_s"] = t_boot - t0
+            # CPU use from exec to boot ok: the VMM's own (all threads) and the
+            # rest of the machine's (other processes, other VMs), plus steal.
+            vmm_cpu = proc_cpu(proc.pid) / CLK_TCK
+            cpu1 = cpu_times()
+            span = (cpu1[2] - cpu0[2]) / CLK_TCK  # CPU-seconds available
+            res["vmm_cpu_to_boot_ok_s"] = vmm_cpu
+            res["others_cpu_pct"] = round(
+                100 * max(0.0, (cpu1[0] - cpu0[0]) / CLK_TCK - vmm_cpu) / max(span, 1e-9), 1)
+            res["steal_pct"] = round(100 * (cpu1[1] - cpu0[1]) / CLK_TCK / max(span, 1e-9), 1)
+            others |= set(other_kvm_users({os.getpid(), proc.pid}))
+            res["other_vms_seen"] = sorted(f"{c}({p})" for p, c in others)
             res["boot_line"] = line[line.find("OXVM-SELFTEST"):]
             m = GUEST_TS.match(line)
             res["guest_clock_boot_ok_s"] = float(m.group(1)) if m else None
@@ -393,8 +486,6 @@ def boot_run(vmm, cmd, args, workdir, tag, ftrace):
         except BaseException as e:
             rc = stop_process(proc, signal.SIGKILL, 5)
             con.thread.join(timeout=5)
-            with open(conpath, "w") as f:
-                f.write("\n".join(l for _, l in con.lines) + "\n")
             if isinstance(e, BenchError):
                 with open(errpath, "rb") as f:
                     err_tail = f.read()[-3000:].decode("utf-8", "replace")
@@ -407,8 +498,6 @@ def boot_run(vmm, cmd, args, workdir, tag, ftrace):
                 ftrace.stop()
         res["exit_status_after_sigterm"] = stop_process(proc, signal.SIGTERM, 15)
         con.thread.join(timeout=5)
-    with open(conpath, "w") as f:
-        f.write("\n".join(l for _, l in con.lines) + "\n")
     return res
 
 
@@ -479,6 +568,8 @@ METRICS = [
     ("exec_to_kvm_run_strace_s", "1b. exec -> first KVM_RUN (under strace)", "ms", 1e3, "{:.1f}"),
     ("exec_to_boot_ok_s", "2. exec -> 'OXVM-SELFTEST boot ok' (wall)", "s", 1, "{:.2f}"),
     ("guest_clock_boot_ok_s", "   guest clock at 'boot ok' (printk time, info)", "s", 1, "{:.2f}"),
+    ("vmm_cpu_to_boot_ok_s", "   VMM CPU time (all threads) exec -> boot ok (info)", "s", 1, "{:.2f}"),
+    ("others_cpu_pct", "   CPU used by other processes during the boot (info)", "%", 1, "{:.1f}"),
     ("own_rss_kib", "3. VMM own RSS = total Rss - guest RAM Rss (idle)", "MiB", 1 / 1024, "{:.1f}"),
     ("total_rss_kib", "   total RSS (idle)", "MiB", 1 / 1024, "{:.1f}"),
     ("guest_ram_rss_kib", "   guest RAM Rss (idle)", "MiB", 1 / 1024, "{:.1f}"),
@@ -489,9 +580,9 @@ METRICS = [
 def metric_values(runs, vmm, key):
     out = []
     for r in runs:
-        v = r[vmm].get(key)
+        v = r.get(vmm, {}).get(key)
         if v is None:
-            v = r[vmm].get("memory", {}).get(key)
+            v = r.get(vmm, {}).get("memory", {}).get(key)
         out.append(v)
     return out
 
@@ -505,7 +596,7 @@ def summarize(runs):
             continue
         mo, mq = median(o), median(q)
         summary[key] = {
-            "title": title.strip(), "unit_raw": "s" if key.endswith("_s") else "KiB",
+            "title": title.strip(), "unit_raw": {"s": "s", "kib": "KiB", "pct": "%"}[key.rsplit("_", 1)[1]],
             "oxvm": o, "qemu": q, "oxvm_median": mo, "qemu_median": mq,
             "ratio_oxvm_over_qemu": (mo / mq) if (mo is not None and mq) else None,
         }
@@ -562,8 +653,12 @@ def main():
     p.add_argument("--timeout", type=float, default=600, help="seconds to 'boot ok' (default 600)")
     p.add_argument("--settle", type=float, default=2.0,
                    help="seconds to wait after the idle line before sampling memory (default 2)")
+    p.add_argument("--quiet-wait", type=float, default=900,
+                   help="before each boot, wait up to this many seconds until no other VM runs "
+                        "and the CPUs are idle (default 900; 0: do not wait)")
     p.add_argument("--no-strace", action="store_true", help="skip metric 1b")
     p.add_argument("--no-ftrace", action="store_true", help="skip metric 1a")
+    p.add_argument("--only", choices=VMMS, help="run one VMM only (diagnosis; no ratios)")
     p.add_argument("--keep", action="store_true", help="keep the work directory (consoles, strace logs)")
     p.add_argument("--json", action="store_true", help="print JSON instead of tables")
     args = p.parse_args()
@@ -603,16 +698,17 @@ def main():
     for v in VMMS:
         log(f"{v}: {' '.join(cmds[v])}")
 
+    vmms = (args.only,) if args.only else VMMS
     runs = []
     failed = None
     try:
         # Warm-up (not measured): page cache for binaries, libraries and kernel.
         if not args.no_strace:
-            for v in VMMS:
+            for v in vmms:
                 strace_run(v, cmds[v], workdir, f"warmup-{v}")
         for i in range(args.runs):
             run = {}
-            order = VMMS if i % 2 == 0 else tuple(reversed(VMMS))
+            order = vmms if i % 2 == 0 else tuple(reversed(vmms))
             for v in order:
                 tag = f"run{i + 1}-{v}"
                 log(f"{tag}: booting")
@@ -626,7 +722,9 @@ def main():
                     f"; boot ok {r['exec_to_boot_ok_s']:.2f} s (guest {r['guest_clock_boot_ok_s']} s)"
                     f"; own RSS {m['own_rss_kib']} KiB of {m['total_rss_kib']} KiB"
                     f" (guest RAM {m['guest_ram_rss_kib']} KiB in {m['guest_ram_mapping']})"
-                    f"{'; ' + m['note'] if m['note'] else ''}; exit after SIGTERM {r['exit_status_after_sigterm']}")
+                    f"{'; ' + m['note'] if m['note'] else ''}; exit after SIGTERM {r['exit_status_after_sigterm']}"
+                    f"; VMM CPU {r['vmm_cpu_to_boot_ok_s']:.1f} s, others {r['others_cpu_pct']}%"
+                    f", steal {r['steal_pct']}%, other VMs {r['other_vms_seen'] or 'none'}")
                 run[v] = r
             runs.append(run)
     except BenchError as e:
@@ -660,8 +758,6 @@ def main():
         print(f"guest: {os.path.relpath(args.kernel, REPO)}, {VCPUS} vCPUs, {MEM_MIB} MiB, "
               f"cmdline: {cmdline}")
         print_tables(summary, len(runs))
-    if failed or not args.keep:
-        pass
     if not failed and not args.keep:
         shutil.rmtree(workdir, ignore_errors=True)
     elif not failed:

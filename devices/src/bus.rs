@@ -168,7 +168,10 @@ mod tests {
         assert!(!bus.read(0x11, &mut buf));
         assert!(bus.read(0x41, &mut buf));
         assert_eq!(buf, [7, 8]);
-        assert_eq!(bus.relocate(0x40, 0x12), Err(BusError::Overlap { base: 0x12, len: 4 }));
+        assert_eq!(
+            bus.relocate(0x40, 0x12),
+            Err(BusError::Overlap { base: 0x12, len: 4 })
+        );
         assert!(bus.read(0x41, &mut buf));
     }
 }

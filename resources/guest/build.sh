@@ -15,7 +15,6 @@ REPO="$(cd "$GUEST_DIR/../.." && pwd)"
 OUT_DIR="$REPO/target/guest"
 CACHE_ROOT="${OXVM_GUEST_CACHE:-${HOME:?HOME is not set; set OXVM_GUEST_CACHE}/.cache/oxvm/guest}"
 FRAGMENT="$GUEST_DIR/config.fragment"
-SELFTEST_C="$GUEST_DIR/oxvm_selftest.c"
 SRC_PKG="linux-source-6.1"
 SRC_TARBALL="/usr/src/linux-source-6.1.tar.xz"
 DEPS=(linux-source-6.1 flex bison bc libelf-dev libssl-dev lz4 build-essential xz-utils patch)
@@ -25,6 +24,9 @@ die() { echo "guest kernel: ERROR: $*" >&2; exit 1; }
 
 shopt -s nullglob
 PATCHES=("$GUEST_DIR"/patches/*.patch)
+# The selftest: oxvm_selftest.c (runner, boot/idle checks), one file per device
+# family, and their shared header; all built into drivers/misc/.
+SELFTEST_FILES=("$GUEST_DIR"/oxvm_selftest*.c "$GUEST_DIR"/oxvm_selftest.h)
 shopt -u nullglob
 
 pkg_installed_version() {
@@ -52,7 +54,7 @@ inputs_hash() {
 	local version="$1"
 	{
 		echo "linux-source-6.1 $version"
-		for f in "$GUEST_DIR/build.sh" "$FRAGMENT" "$SELFTEST_C" "${PATCHES[@]}"; do
+		for f in "$GUEST_DIR/build.sh" "$FRAGMENT" "${SELFTEST_FILES[@]}" "${PATCHES[@]}"; do
 			echo "== ${f#"$GUEST_DIR"/}"
 			cat "$f"
 		done
@@ -175,8 +177,12 @@ for p in "${PATCHES[@]}"; do
 	log "applying $(basename "$p")"
 	patch -d "$src" -p1 --forward --batch --quiet < "$p" || die "patch $(basename "$p") failed"
 done
-cp "$SELFTEST_C" "$src/drivers/misc/oxvm_selftest.c"
-echo 'obj-y += oxvm_selftest.o' >> "$src/drivers/misc/Makefile"
+for f in "${SELFTEST_FILES[@]}"; do
+	cp "$f" "$src/drivers/misc/"
+	case "$f" in
+	*.c) echo "obj-y += $(basename "${f%.c}").o" >> "$src/drivers/misc/Makefile" ;;
+	esac
+done
 
 log "configuring (tinyconfig + config.fragment)"
 {

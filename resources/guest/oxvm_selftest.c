@@ -64,9 +64,12 @@
 #include <asm/e820/api.h>
 #include <asm/e820/types.h>
 
+#include "oxvm_selftest.h"
+
 #define OXVM_PREFIX "OXVM-SELFTEST "
 #define OXVM_ARG_MAX 256
-#define OXVM_DETAILS_MAX 256
+/* Large enough for several disks; printk keeps lines up to ~1000 bytes. */
+#define OXVM_DETAILS_MAX 900
 
 /* The value of oxvm.selftest=, copied; empty when the parameter is absent. */
 static char oxvm_selftest_arg[OXVM_ARG_MAX] __initdata;
@@ -124,6 +127,9 @@ struct oxvm_check {
 
 static const struct oxvm_check oxvm_checks[] = {
 	{ "boot", oxvm_check_boot, 0 },
+	{ "blk", oxvm_check_blk, 0 },
+	{ "scsi", oxvm_check_scsi, 0 },
+	{ "net", oxvm_check_net, 0 },
 	{ "idle", oxvm_check_idle, OXVM_CHECK_IDLE },
 };
 

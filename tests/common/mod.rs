@@ -4,4 +4,5 @@
 pub mod asm;
 pub mod elf;
 pub mod linux;
+pub mod netns;
 pub mod vm;

@@ -14,7 +14,7 @@ use oxvm_arch::memory::RamLayout;
 use oxvm_devices::Bus;
 use vm_memory::GuestMemoryMmap;
 
-use crate::devices::PciBus;
+use crate::devices::{attach_virtio_devices, PciBus};
 use crate::error::{kvm_err, VmmError};
 use crate::events::VmEvents;
 use crate::interrupts::InterruptManager;
@@ -99,7 +99,8 @@ impl Machine {
         let platform = attach_platform(&vm, &ram, &cfg.serial, events)?;
         let mmio = Bus::new();
         let interrupts = Arc::new(InterruptManager::new(vm.clone()));
-        let pci = PciBus::new(vm.clone(), interrupts, &platform.pio, &mmio, mem.clone())?;
+        let mut pci = PciBus::new(vm.clone(), interrupts, &platform.pio, &mmio, mem.clone())?;
+        attach_virtio_devices(&mut pci, cfg)?;
 
         let setup = VcpuSetup {
             vm: &vm,

@@ -135,8 +135,16 @@ pub fn open_disk(cfg: &DiskConfig) -> Result<Box<dyn DiskBackend>, DiskError> {
         cfg.id,
         cfg.path.display(),
         backend.size(),
-        if backend.is_read_only() { ", read-only" } else { "" },
-        if throttle.is_some() { ", throttled" } else { "" },
+        if backend.is_read_only() {
+            ", read-only"
+        } else {
+            ""
+        },
+        if throttle.is_some() {
+            ", throttled"
+        } else {
+            ""
+        },
     );
     Ok(match throttle {
         Some(t) => Box::new(Throttled::new(backend, t)),
@@ -163,4 +171,83 @@ pub fn detect_format(path: &Path) -> Result<DiskFormat, OpenError> {
     } else {
         DiskFormat::Raw
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use std::fs;
+
+    use oxvm_api::{CacheMode, DiscardMode, DiskBus};
+    use vmm_sys_util::tempdir::TempDir;
+
+    use super::*;
+
+    fn cfg(path: PathBuf, format: Option<DiskFormat>) -> DiskConfig {
+        DiskConfig {
+            id: "d0".into(),
+            path,
+            format,
+            bus: DiskBus::Virtio,
+            readonly: false,
+            cache: CacheMode::Writeback,
+            io: IoMode::Threads,
+            discard: DiscardMode::Unmap,
+            serial: None,
+            iotune: None,
+        }
+    }
+
+    #[test]
+    fn detects_qcow2_by_its_magic() {
+        let dir = TempDir::new().unwrap();
+        let q = dir.as_path().join("a.qcow2");
+        Qcow2Disk::create(&q, 1 << 20, None).unwrap();
+        assert_eq!(detect_format(&q).unwrap(), DiskFormat::Qcow2);
+        let r = dir.as_path().join("a.raw");
+        fs::write(&r, [0u8; 4096]).unwrap();
+        assert_eq!(detect_format(&r).unwrap(), DiskFormat::Raw);
+        let short = dir.as_path().join("short");
+        fs::write(&short, b"QF").unwrap();
+        assert_eq!(detect_format(&short).unwrap(), DiskFormat::Raw);
+        assert!(detect_format(&dir.as_path().join("none")).is_err());
+    }
+
+    #[test]
+    fn auto_detected_raw_refuses_becoming_qcow2_configured_raw_does_not() {
+        let dir = TempDir::new().unwrap();
+        let r = dir.as_path().join("a.raw");
+        fs::write(&r, [0u8; 8192]).unwrap();
+        let mut sector = [0u8; 512];
+        sector[..4].copy_from_slice(&QCOW2_MAGIC);
+
+        let mut auto = open_disk(&cfg(r.clone(), None)).unwrap();
+        assert!(auto.discard_enabled());
+        assert!(auto.write_at(0, &sector).is_err());
+        drop(auto);
+
+        let mut explicit = open_disk(&cfg(r.clone(), Some(DiskFormat::Raw))).unwrap();
+        explicit.write_at(0, &sector).unwrap();
+        explicit.flush().unwrap();
+        assert_eq!(detect_format(&r).unwrap(), DiskFormat::Qcow2);
+    }
+
+    #[test]
+    fn iotune_wraps_the_backend_in_a_throttle() {
+        let dir = TempDir::new().unwrap();
+        let r = dir.as_path().join("t.raw");
+        fs::write(&r, [0u8; 4096]).unwrap();
+        let plain = open_disk(&cfg(r.clone(), None)).unwrap();
+        assert!(plain.wait_canceller().is_none());
+        let mut c = cfg(r.clone(), None);
+        c.iotune = Some(oxvm_api::IoTune::default());
+        assert!(
+            open_disk(&c).unwrap().wait_canceller().is_none(),
+            "nothing limited"
+        );
+        c.iotune = Some(oxvm_api::IoTune {
+            write_iops_sec: 100,
+            ..Default::default()
+        });
+        assert!(open_disk(&c).unwrap().wait_canceller().is_some());
+    }
 }

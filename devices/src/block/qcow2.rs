@@ -51,19 +51,14 @@ impl Qcow2Disk {
     pub fn open(path: &Path, opts: DiskOptions) -> Result<Self, OpenError> {
         let direct = opts.cache == CacheMode::None;
         let storage_opts = StorageOpenOptions::new().direct(direct);
-        let file = ImagoFile::open(
-            storage_opts
-                .clone()
-                .filename(path)
-                .write(!opts.readonly),
-        )
-        .map_err(|e| {
-            if direct && e.raw_os_error() == Some(libc::EINVAL) {
-                OpenError::direct_io(path, e)
-            } else {
-                OpenError::Open(e)
-            }
-        })?;
+        let file = ImagoFile::open(storage_opts.clone().filename(path).write(!opts.readonly))
+            .map_err(|e| {
+                if direct && e.raw_os_error() == Some(libc::EINVAL) {
+                    OpenError::direct_io(path, e)
+                } else {
+                    OpenError::Open(e)
+                }
+            })?;
         let gate = RecordingGate::default();
         let image = Qcow2::<ImagoFile>::builder(file)
             .write(!opts.readonly)
@@ -84,10 +79,7 @@ impl Qcow2Disk {
                 None => OpenError::Qcow2(e),
             })?;
         let image = FormatAccess::new(image);
-        let cluster_size = image
-            .inner()
-            .zero_granularity()
-            .unwrap_or(DEFAULT_CLUSTER);
+        let cluster_size = image.inner().zero_granularity().unwrap_or(DEFAULT_CLUSTER);
         Ok(Qcow2Disk {
             size: image.size(),
             image,
@@ -100,11 +92,8 @@ impl Qcow2Disk {
     /// of `backing` (a file name as stored in the header: relative names are resolved
     /// against the new image's directory when it is opened).
     pub fn create(path: &Path, size: u64, backing: Option<(&str, DiskFormat)>) -> io::Result<()> {
-        let file = ImagoFile::create_open(
-            StorageCreateOptions::new()
-                .filename(path)
-                .overwrite(true),
-        )?;
+        let file =
+            ImagoFile::create_open(StorageCreateOptions::new().filename(path).overwrite(true))?;
         let mut builder = Qcow2::<ImagoFile>::create_builder(file).size(size);
         if let Some((name, format)) = backing {
             let format = match format {
@@ -200,6 +189,8 @@ impl DiskBackend for Qcow2Disk {
     }
 
     fn discard_granularity(&self) -> u64 {
-        self.cluster_size.max(super::SECTOR_SIZE).next_power_of_two()
+        self.cluster_size
+            .max(super::SECTOR_SIZE)
+            .next_power_of_two()
     }
 }

@@ -87,7 +87,10 @@ impl RawDisk {
         } else {
             meta.len()
         };
-        let discard_granularity = meta.blksize().clamp(SECTOR_SIZE, 1 << 20).next_power_of_two();
+        let discard_granularity = meta
+            .blksize()
+            .clamp(SECTOR_SIZE, 1 << 20)
+            .next_power_of_two();
         let mut disk = RawDisk {
             file,
             path: path.to_path_buf(),
@@ -125,7 +128,10 @@ impl RawDisk {
     /// aligned read so such a disk fails at start, with its name, not at the guest's
     /// first request.
     fn probe_direct(&mut self) -> Result<(), OpenError> {
-        let bounce = self.direct.as_mut().expect("direct I/O without a bounce buffer");
+        let bounce = self
+            .direct
+            .as_mut()
+            .expect("direct I/O without a bounce buffer");
         let mut first = [0u8; SECTOR_SIZE as usize];
         direct::read(&self.file, bounce, 0, &mut first).map_err(|e| {
             if e.raw_os_error() == Some(libc::EINVAL) {

@@ -268,7 +268,11 @@ fn group(suffix: &str, [total, read, write]: [LimitSpec; 3]) -> Result<Group, Th
 fn validate(avg_name: &str, s: LimitSpec) -> Result<(), ThrottleError> {
     let max_name = format!("{avg_name}_max");
     let length_name = format!("{avg_name}_max_length");
-    for (field, v) in [(avg_name, s.avg), (&max_name, s.max), (&length_name, s.max_length)] {
+    for (field, v) in [
+        (avg_name, s.avg),
+        (&max_name, s.max),
+        (&length_name, s.max_length),
+    ] {
         if v > MAX_VALUE {
             return Err(ThrottleError::TooLarge {
                 field: field.to_string(),

@@ -119,7 +119,10 @@ impl PciConfig {
     pub fn add_capability(&mut self, body: &[u8], writable: &[u8]) -> usize {
         let off = self.next_cap;
         let len = body.len().max(2);
-        assert!(off + len <= NUM_REGS * 4, "capabilities overflow config space");
+        assert!(
+            off + len <= NUM_REGS * 4,
+            "capabilities overflow config space"
+        );
         for (i, b) in body.iter().enumerate() {
             self.set_byte(off + i, if i == 1 { 0 } else { *b });
             let m = writable.get(i).copied().unwrap_or(0);

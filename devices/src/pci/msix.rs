@@ -181,7 +181,10 @@ impl Msix {
     }
 
     pub fn write_table(&mut self, offset: u64, data: &[u8]) {
-        let (v, field) = ((offset / ENTRY_SIZE) as usize, (offset % ENTRY_SIZE) as usize);
+        let (v, field) = (
+            (offset / ENTRY_SIZE) as usize,
+            (offset % ENTRY_SIZE) as usize,
+        );
         let Some(e) = self.entries.get(v).copied() else {
             return;
         };

@@ -162,7 +162,9 @@ impl BusDevice for PciConfigIo {
         };
         let shift = (offset % 4) * 8;
         for (i, d) in data.iter_mut().enumerate() {
-            *d = (value.checked_shr((shift as u32) + 8 * i as u32).unwrap_or(0xff)) as u8;
+            *d = (value
+                .checked_shr((shift as u32) + 8 * i as u32)
+                .unwrap_or(0xff)) as u8;
         }
     }
 

@@ -2,5 +2,7 @@
 //! devices built from the VM config.
 
 mod pci;
+mod virtio;
 
 pub use pci::PciBus;
+pub use virtio::attach_virtio_devices;

@@ -21,24 +21,28 @@ pub fn handle(
 ) -> ExitAction {
     match result {
         Ok(VcpuExit::IoIn(port, data)) => {
+            tracing::trace!("vcpu{index}: in {port:#x} len {}", data.len());
             if !pio.read(u64::from(port), data) {
                 tracing::trace!("vcpu{index}: unhandled port read {port:#x}");
             }
             ExitAction::Continue
         }
         Ok(VcpuExit::IoOut(port, data)) => {
+            tracing::trace!("vcpu{index}: out {port:#x} {data:x?}");
             if !pio.write(u64::from(port), data) {
                 tracing::trace!("vcpu{index}: unhandled port write {port:#x} {data:x?}");
             }
             ExitAction::Continue
         }
         Ok(VcpuExit::MmioRead(addr, data)) => {
+            tracing::trace!("vcpu{index}: mmio read {addr:#x} len {}", data.len());
             if !mmio.read(addr, data) {
                 tracing::debug!("vcpu{index}: unhandled MMIO read {addr:#x}");
             }
             ExitAction::Continue
         }
         Ok(VcpuExit::MmioWrite(addr, data)) => {
+            tracing::trace!("vcpu{index}: mmio write {addr:#x} {data:x?}");
             if !mmio.write(addr, data) {
                 tracing::debug!("vcpu{index}: unhandled MMIO write {addr:#x} {data:x?}");
             }

@@ -18,7 +18,9 @@ fn opts(cache: CacheMode) -> DiskOptions {
 }
 
 fn pattern(len: usize, seed: u8) -> Vec<u8> {
-    (0..len).map(|i| (i as u8).wrapping_mul(13).wrapping_add(seed)).collect()
+    (0..len)
+        .map(|i| (i as u8).wrapping_mul(13).wrapping_add(seed))
+        .collect()
 }
 
 fn read(disk: &mut Qcow2Disk, offset: u64, len: usize) -> Vec<u8> {
@@ -36,7 +38,11 @@ fn new_image(dir: &Path, name: &str, size: u64) -> PathBuf {
 #[test]
 fn create_write_flush_reopen() {
     let dir = TempDir::new().unwrap();
-    for cache in [CacheMode::Writeback, CacheMode::Writethrough, CacheMode::None] {
+    for cache in [
+        CacheMode::Writeback,
+        CacheMode::Writethrough,
+        CacheMode::None,
+    ] {
         let path = new_image(dir.as_path(), &format!("{cache:?}.qcow2"), 16 * MIB);
         assert_eq!(&fs::read(&path).unwrap()[..4], &QCOW2_MAGIC);
         let data = pattern(3 * 4096 + 512, 1);
@@ -72,7 +78,8 @@ fn backing_file_chain_resolves_relative_to_the_image() {
     let top = dir.as_path().join("top.qcow2");
     Qcow2Disk::create(&top, 4 * MIB, Some(("mid.qcow2", DiskFormat::Qcow2))).unwrap();
 
-    // Open from another working directory: resolution must not depend on it.
+    // The stored names are relative: imago resolves each against the directory of the
+    // image naming it, not against the working directory.
     let mut disk = Qcow2Disk::open(&top, opts(CacheMode::Writeback)).unwrap();
     assert_eq!(read(&mut disk, 0, 4096), base_data[..4096]);
     assert_eq!(read(&mut disk, MIB, 4096), vec![0xaa; 4096]);
@@ -81,7 +88,10 @@ fn backing_file_chain_resolves_relative_to_the_image() {
     disk.write_at(2 * MIB, &[0x55; 512]).unwrap();
     disk.flush().unwrap();
     assert_eq!(read(&mut disk, 2 * MIB, 512), vec![0x55; 512]);
-    assert_eq!(read(&mut disk, 2 * MIB + 512, 512), base_data[2 * MIB as usize + 512..][..512]);
+    assert_eq!(
+        read(&mut disk, 2 * MIB + 512, 512),
+        base_data[2 * MIB as usize + 512..][..512]
+    );
     assert_eq!(fs::read(&base).unwrap(), base_data);
 
     // Discarding over a backing file reads zeroes, not the backing data.
@@ -89,8 +99,14 @@ fn backing_file_chain_resolves_relative_to_the_image() {
     assert_eq!(read(&mut disk, 0, 4096), vec![0u8; 4096]);
     // write_zeroes without unmap too.
     disk.write_zeroes(3 * MIB, 65536 + 512, false).unwrap();
-    assert_eq!(read(&mut disk, 3 * MIB, 65536 + 512), vec![0u8; 65536 + 512]);
-    assert_eq!(read(&mut disk, 3 * MIB + 65536 + 512, 512), base_data[(3 * MIB + 65536 + 512) as usize..][..512]);
+    assert_eq!(
+        read(&mut disk, 3 * MIB, 65536 + 512),
+        vec![0u8; 65536 + 512]
+    );
+    assert_eq!(
+        read(&mut disk, 3 * MIB + 65536 + 512, 512),
+        base_data[(3 * MIB + 65536 + 512) as usize..][..512]
+    );
 }
 
 #[test]
@@ -118,7 +134,10 @@ fn discard_frees_clusters_and_write_zeroes_unmaps() {
     disk.discard(0, 4 * MIB).unwrap();
     disk.write_zeroes(4 * MIB, 2 * MIB, true).unwrap();
     disk.flush().unwrap();
-    assert_eq!(read(&mut disk, 0, 6 * MIB as usize), vec![0u8; 6 * MIB as usize]);
+    assert_eq!(
+        read(&mut disk, 0, 6 * MIB as usize),
+        vec![0u8; 6 * MIB as usize]
+    );
     assert_eq!(
         read(&mut disk, 6 * MIB, 4096),
         pattern(8 * MIB as usize, 4)[6 * MIB as usize..][..4096]

@@ -26,7 +26,9 @@ fn opts(cache: CacheMode, discard: DiscardMode) -> DiskOptions {
 }
 
 fn pattern(len: usize, seed: u8) -> Vec<u8> {
-    (0..len).map(|i| (i as u8).wrapping_mul(31).wrapping_add(seed)).collect()
+    (0..len)
+        .map(|i| (i as u8).wrapping_mul(31).wrapping_add(seed))
+        .collect()
 }
 
 fn allocated_bytes(path: &Path) -> u64 {
@@ -38,12 +40,21 @@ fn allocated_bytes(path: &Path) -> u64 {
 #[test]
 fn read_write_in_every_cache_mode() {
     let dir = TempDir::new().unwrap();
-    for cache in [CacheMode::Writeback, CacheMode::Writethrough, CacheMode::None] {
+    for cache in [
+        CacheMode::Writeback,
+        CacheMode::Writethrough,
+        CacheMode::None,
+    ] {
         let path = image(&dir, &format!("{cache:?}.raw"), 4 * MIB);
         let mut disk = RawDisk::open(&path, opts(cache, DiscardMode::Ignore)).unwrap();
         assert_eq!(disk.size(), 4 * MIB as u64);
         assert_eq!(disk.has_volatile_cache(), cache != CacheMode::Writethrough);
-        for (offset, len) in [(0, 512), (512, 1024), (4096 - 512, 8192 + 1024), (MIB - 512, 2 * MIB + 512)] {
+        for (offset, len) in [
+            (0, 512),
+            (512, 1024),
+            (4096 - 512, 8192 + 1024),
+            (MIB - 512, 2 * MIB + 512),
+        ] {
             let data = pattern(len, offset as u8);
             disk.write_at(offset as u64, &data).unwrap();
             let mut back = vec![0u8; len];
@@ -81,7 +92,10 @@ fn direct_io_keeps_an_unaligned_file_size() {
 fn reads_past_the_end_of_a_short_file_are_zero() {
     let dir = TempDir::new().unwrap();
     let path = dir.as_path().join("short.raw");
-    fs::File::create(&path).unwrap().write_all(&[1u8; 1000]).unwrap();
+    fs::File::create(&path)
+        .unwrap()
+        .write_all(&[1u8; 1000])
+        .unwrap();
     for cache in [CacheMode::Writeback, CacheMode::None] {
         let mut disk = RawDisk::open(&path, opts(cache, DiscardMode::Ignore)).unwrap();
         let mut buf = vec![0xffu8; 1024];
@@ -106,7 +120,10 @@ fn discard_unmap_punches_holes() {
     disk.discard(MIB as u64, 2 * MIB as u64).unwrap();
     disk.flush().unwrap();
     let after = allocated_bytes(&path);
-    assert!(after <= before - 2 * MIB as u64, "allocated {before} -> {after}");
+    assert!(
+        after <= before - 2 * MIB as u64,
+        "allocated {before} -> {after}"
+    );
     let mut buf = vec![0xffu8; 2 * MIB];
     disk.read_at(MIB as u64, &mut buf).unwrap();
     assert!(buf.iter().all(|&b| b == 0));
@@ -134,7 +151,11 @@ fn discard_ignore_keeps_data() {
 #[test]
 fn write_zeroes_with_and_without_unmap() {
     let dir = TempDir::new().unwrap();
-    for cache in [CacheMode::Writeback, CacheMode::Writethrough, CacheMode::None] {
+    for cache in [
+        CacheMode::Writeback,
+        CacheMode::Writethrough,
+        CacheMode::None,
+    ] {
         let path = image(&dir, &format!("zero-{cache:?}.raw"), 4 * MIB);
         let mut disk = RawDisk::open(&path, opts(cache, DiscardMode::Unmap)).unwrap();
         disk.write_at(0, &pattern(4 * MIB, 5)).unwrap();
@@ -155,7 +176,10 @@ fn write_zeroes_with_and_without_unmap() {
         assert_eq!(file[2048..2 * MIB], orig[2048..2 * MIB]);
         assert!(file[2 * MIB..3 * MIB].iter().all(|&b| b == 0), "{cache:?}");
         assert_eq!(file[3 * MIB..], orig[3 * MIB..]);
-        assert!(allocated_bytes(&path) < before, "{cache:?}: nothing unmapped");
+        assert!(
+            allocated_bytes(&path) < before,
+            "{cache:?}: nothing unmapped"
+        );
     }
 }
 
@@ -202,7 +226,10 @@ fn probe_guard_refuses_a_qcow2_header_at_offset_zero() {
 #[test]
 fn neither_file_nor_block_device_is_refused() {
     let dir = TempDir::new().unwrap();
-    let err = RawDisk::open(dir.as_path(), opts(CacheMode::Writeback, DiscardMode::Ignore));
+    let err = RawDisk::open(
+        dir.as_path(),
+        opts(CacheMode::Writeback, DiscardMode::Ignore),
+    );
     assert!(err.is_err());
     let err = RawDisk::open(
         Path::new("/dev/null"),
@@ -221,7 +248,10 @@ fn direct_io_refusal_message() {
     );
     let msg = err.to_string();
     assert!(msg.contains("/images/vm.raw"), "{msg}");
-    assert!(msg.contains("cache=none") && msg.contains("cache=writeback"), "{msg}");
+    assert!(
+        msg.contains("cache=none") && msg.contains("cache=writeback"),
+        "{msg}"
+    );
 }
 
 /// A loop device, when the host lets us make one (root with /dev/loop-control): size by
@@ -244,7 +274,8 @@ fn block_device_size_and_discard() {
     disk.read_at(512, &mut back).unwrap();
     assert_eq!(back, data);
     disk.discard(0, 4 * MIB as u64).unwrap();
-    disk.write_zeroes(4 * MIB as u64, MIB as u64, false).unwrap();
+    disk.write_zeroes(4 * MIB as u64, MIB as u64, false)
+        .unwrap();
     disk.read_at(4 * MIB as u64, &mut back).unwrap();
     assert!(back.iter().all(|&b| b == 0));
 }

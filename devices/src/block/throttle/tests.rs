@@ -221,12 +221,18 @@ fn invalid_iotune_is_refused_with_field_names() {
         read_bytes_sec: 1,
         ..Default::default()
     });
-    assert!(msg.contains("total_bytes_sec") && msg.contains("read_bytes_sec"), "{msg}");
+    assert!(
+        msg.contains("total_bytes_sec") && msg.contains("read_bytes_sec"),
+        "{msg}"
+    );
     let msg = err(IoTune {
         write_iops_sec_max: 10,
         ..Default::default()
     });
-    assert!(msg.contains("write_iops_sec_max requires iotune.write_iops_sec"), "{msg}");
+    assert!(
+        msg.contains("write_iops_sec_max requires iotune.write_iops_sec"),
+        "{msg}"
+    );
     let msg = err(IoTune {
         read_bytes_sec: 100,
         read_bytes_sec_max: 10,

@@ -98,7 +98,9 @@ impl GuestBuffers {
         pos: u64,
         data: &[u8],
     ) -> Result<(), BufferError> {
-        self.walk(pos, data.len(), |addr, range| mem.write_slice(&data[range], addr))
+        self.walk(pos, data.len(), |addr, range| {
+            mem.write_slice(&data[range], addr)
+        })
     }
 
     /// Call `f(address, range of the caller's buffer)` for each piece covering
@@ -130,7 +132,9 @@ impl GuestBuffers {
                 continue;
             }
             let n = ((len - skip) as usize).min(count - done);
-            let at = addr.checked_add(skip).ok_or(GuestMemoryError::InvalidGuestAddress(addr))?;
+            let at = addr
+                .checked_add(skip)
+                .ok_or(GuestMemoryError::InvalidGuestAddress(addr))?;
             f(at, done..done + n)?;
             done += n;
             skip = 0;

@@ -52,21 +52,47 @@ pub(crate) fn device_features(backend: &dyn DiskBackend) -> u64 {
 /// The configuration space bytes for `backend`.
 pub(crate) fn config_space(backend: &dyn DiskBackend) -> [u8; CONFIG_SIZE] {
     let mut c = [0u8; CONFIG_SIZE];
-    let mut put = |offset: usize, bytes: &[u8]| c[offset..offset + bytes.len()].copy_from_slice(bytes);
-    let alignment = (backend.discard_granularity() / SECTOR_SIZE).clamp(1, u64::from(u32::MAX)) as u32;
+    let mut put =
+        |offset: usize, bytes: &[u8]| c[offset..offset + bytes.len()].copy_from_slice(bytes);
+    let alignment =
+        (backend.discard_granularity() / SECTOR_SIZE).clamp(1, u64::from(u32::MAX)) as u32;
 
-    put(offset_of!(virtio_blk_config, capacity), &(backend.size() / SECTOR_SIZE).to_le_bytes());
-    put(offset_of!(virtio_blk_config, seg_max), &SEG_MAX.to_le_bytes());
-    put(offset_of!(virtio_blk_config, blk_size), &(SECTOR_SIZE as u32).to_le_bytes());
-    put(offset_of!(virtio_blk_config, num_queues), &1u16.to_le_bytes());
-    put(offset_of!(virtio_blk_config, max_discard_sectors), &MAX_DISCARD_SECTORS.to_le_bytes());
-    put(offset_of!(virtio_blk_config, max_discard_seg), &1u32.to_le_bytes());
-    put(offset_of!(virtio_blk_config, discard_sector_alignment), &alignment.to_le_bytes());
+    put(
+        offset_of!(virtio_blk_config, capacity),
+        &(backend.size() / SECTOR_SIZE).to_le_bytes(),
+    );
+    put(
+        offset_of!(virtio_blk_config, seg_max),
+        &SEG_MAX.to_le_bytes(),
+    );
+    put(
+        offset_of!(virtio_blk_config, blk_size),
+        &(SECTOR_SIZE as u32).to_le_bytes(),
+    );
+    put(
+        offset_of!(virtio_blk_config, num_queues),
+        &1u16.to_le_bytes(),
+    );
+    put(
+        offset_of!(virtio_blk_config, max_discard_sectors),
+        &MAX_DISCARD_SECTORS.to_le_bytes(),
+    );
+    put(
+        offset_of!(virtio_blk_config, max_discard_seg),
+        &1u32.to_le_bytes(),
+    );
+    put(
+        offset_of!(virtio_blk_config, discard_sector_alignment),
+        &alignment.to_le_bytes(),
+    );
     put(
         offset_of!(virtio_blk_config, max_write_zeroes_sectors),
         &MAX_WRITE_ZEROES_SECTORS.to_le_bytes(),
     );
-    put(offset_of!(virtio_blk_config, max_write_zeroes_seg), &1u32.to_le_bytes());
+    put(
+        offset_of!(virtio_blk_config, max_write_zeroes_seg),
+        &1u32.to_le_bytes(),
+    );
     put(
         offset_of!(virtio_blk_config, write_zeroes_may_unmap),
         &[u8::from(backend.discard_enabled())],

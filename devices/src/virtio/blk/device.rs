@@ -10,8 +10,8 @@ use virtio_bindings::virtio_blk::{VIRTIO_BLK_F_DISCARD, VIRTIO_BLK_F_WRITE_ZEROE
 use virtio_queue::QueueT;
 
 use super::config::{
-    bit, config_space, device_features, CONFIG_SIZE, MAX_DISCARD_SECTORS,
-    MAX_WRITE_ZEROES_SECTORS, QUEUE_SIZE,
+    bit, config_space, device_features, CONFIG_SIZE, MAX_DISCARD_SECTORS, MAX_WRITE_ZEROES_SECTORS,
+    QUEUE_SIZE,
 };
 use super::execute::Executor;
 use super::metrics::BlkMetrics;
@@ -50,7 +50,11 @@ impl std::fmt::Debug for VirtioBlk {
 impl VirtioBlk {
     /// A device for `backend`. `serial` (at most 20 bytes are used; the config
     /// validation refuses longer ones) is what GET_ID returns, NUL-padded.
-    pub fn new(id: impl Into<String>, backend: Box<dyn DiskBackend>, serial: Option<String>) -> Self {
+    pub fn new(
+        id: impl Into<String>,
+        backend: Box<dyn DiskBackend>,
+        serial: Option<String>,
+    ) -> Self {
         let mut id_bytes = [0u8; ID_BYTES];
         if let Some(s) = &serial {
             let n = s.len().min(ID_BYTES);
@@ -147,7 +151,10 @@ impl VirtioDevice for VirtioBlk {
         mut queues: Vec<ActiveQueue>,
     ) -> Result<(), ActivateError> {
         if self.worker.is_some() {
-            return Err(ActivateError::Other(format!("disk {}: already active", self.id)));
+            return Err(ActivateError::Other(format!(
+                "disk {}: already active",
+                self.id
+            )));
         }
         if queues.len() != 1 {
             return Err(ActivateError::Other(format!(
@@ -162,7 +169,10 @@ impl VirtioDevice for VirtioBlk {
             kick,
         } = queues.remove(0);
         if index != 0 {
-            return Err(ActivateError::BadQueue(index, "virtio-blk has only queue 0".into()));
+            return Err(ActivateError::BadQueue(
+                index,
+                "virtio-blk has only queue 0".into(),
+            ));
         }
         if !queue.is_valid(&mem) {
             return Err(ActivateError::BadQueue(
@@ -173,7 +183,10 @@ impl VirtioDevice for VirtioBlk {
         let acked = driver_features & self.features;
         queue.set_event_idx(acked & F_RING_EVENT_IDX != 0);
         let backend = self.backend.take().ok_or_else(|| {
-            ActivateError::Other(format!("disk {}: backend lost after a worker failure", self.id))
+            ActivateError::Other(format!(
+                "disk {}: backend lost after a worker failure",
+                self.id
+            ))
         })?;
         let limits = RequestLimits {
             capacity_sectors: self.capacity_sectors,
@@ -189,7 +202,13 @@ impl VirtioDevice for VirtioBlk {
             queue,
             index,
             interrupt,
-            executor: Executor::new(self.id.clone(), backend, limits, self.serial, self.metrics.clone()),
+            executor: Executor::new(
+                self.id.clone(),
+                backend,
+                limits,
+                self.serial,
+                self.metrics.clone(),
+            ),
             stop: Arc::new(AtomicBool::new(false)),
             broken: false,
         };

@@ -12,9 +12,7 @@ use vm_memory::Bytes;
 
 use super::buffers::{BufferError, GuestBuffers};
 use super::metrics::BlkMetrics;
-use super::request::{
-    parse, RequestKind, RequestLimits, ID_BYTES, S_IOERR, S_OK, S_UNSUPP,
-};
+use super::request::{parse, RequestKind, RequestLimits, ID_BYTES, S_IOERR, S_OK, S_UNSUPP};
 use crate::block::{DiskBackend, IoDirection, WaitCanceller};
 use crate::virtio::GuestMemoryMmap;
 
@@ -37,6 +35,7 @@ pub(crate) struct Executor {
     serial: [u8; ID_BYTES],
     bounce: Vec<u8>,
     metrics: Arc<BlkMetrics>,
+    throttled: bool,
     /// Guest and host errors are logged at warn level once, then at debug level, so a
     /// misbehaving guest or a failing disk cannot flood the log.
     warned_guest: bool,
@@ -53,6 +52,7 @@ impl Executor {
     ) -> Self {
         Executor {
             id,
+            throttled: backend.wait_canceller().is_some(),
             backend,
             limits,
             serial,
@@ -69,6 +69,11 @@ impl Executor {
 
     pub(crate) fn wait_canceller(&self) -> Option<WaitCanceller> {
         self.backend.wait_canceller()
+    }
+
+    /// Whether requests may wait in the backend's throttle.
+    pub(crate) fn is_throttled(&self) -> bool {
+        self.throttled
     }
 
     /// Serve the request in `descs`. Returns the used length: the bytes written into the
@@ -133,12 +138,14 @@ impl Executor {
                     .map_err(ExecError::from)
                     .map(|()| n as u32)
             }
-            RequestKind::Discard { offset, len } => {
-                self.backend.discard(offset, len).map_err(ExecError::from).map(|()| {
+            RequestKind::Discard { offset, len } => self
+                .backend
+                .discard(offset, len)
+                .map_err(ExecError::from)
+                .map(|()| {
                     self.metrics.discard();
                     0
-                })
-            }
+                }),
             RequestKind::WriteZeroes { offset, len, unmap } => {
                 self.backend.admit(IoDirection::Write, 0);
                 self.backend
@@ -158,7 +165,10 @@ impl Executor {
                     tracing::debug!("disk {}: request failed: {e}", self.id);
                 } else {
                     self.warned_io = true;
-                    tracing::warn!("disk {}: request failed (later failures at debug level): {e}", self.id);
+                    tracing::warn!(
+                        "disk {}: request failed (later failures at debug level): {e}",
+                        self.id
+                    );
                 }
                 (S_IOERR, 0)
             }
@@ -201,6 +211,12 @@ impl Executor {
             pos += n as u64;
         }
         Ok(())
+    }
+
+    /// Count and log a chain refused before parsing.
+    pub(crate) fn reject(&mut self, reason: &'static str) {
+        self.metrics.invalid();
+        self.log_guest_error(reason);
     }
 
     fn log_guest_error(&mut self, reason: &str) {

@@ -18,8 +18,6 @@ mod request;
 mod tests;
 mod worker;
 
-pub use config::{
-    CONFIG_SIZE, MAX_DISCARD_SECTORS, MAX_WRITE_ZEROES_SECTORS, QUEUE_SIZE, SEG_MAX,
-};
+pub use config::{CONFIG_SIZE, MAX_DISCARD_SECTORS, MAX_WRITE_ZEROES_SECTORS, QUEUE_SIZE, SEG_MAX};
 pub use device::VirtioBlk;
 pub use metrics::{BlkMetrics, BlkMetricsSnapshot};

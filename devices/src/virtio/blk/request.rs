@@ -30,7 +30,8 @@ pub(crate) const ID_BYTES: usize = VIRTIO_BLK_ID_BYTES as usize;
 const HEADER_SIZE: u64 = size_of::<virtio_blk_outhdr>() as u64;
 const SEGMENT_SIZE: u64 = size_of::<virtio_blk_discard_write_zeroes>() as u64;
 
-/// Longest chain accepted (a queue holds 256; indirect tables can be longer).
+/// Longest chain accepted: SEG_MAX data descriptors plus header and status, with room
+/// for drivers that split buffers further. Indirect tables could hold 65535.
 pub(crate) const MAX_DESCRIPTORS: usize = 1024;
 
 /// What the device allows, fixed at activation.
@@ -95,7 +96,10 @@ pub(crate) fn parse(
     for d in descs {
         count += 1;
         if count > MAX_DESCRIPTORS {
-            problem.get_or_insert("too many descriptors");
+            // Bound the work a chain can cause; without its end there is no status.
+            return Err(ParseError::no_status(
+                "more descriptors than any request needs",
+            ));
         }
         if d.len() == 0 {
             continue;
@@ -223,23 +227,38 @@ struct Segment {
 }
 
 /// The single discard/write-zeroes segment (max_*_seg is 1; more is UNSUPP like QEMU).
-fn parse_segment(data: &GuestBuffers, mem: &GuestMemoryMmap) -> Result<Segment, (u8, &'static str)> {
+fn parse_segment(
+    data: &GuestBuffers,
+    mem: &GuestMemoryMmap,
+) -> Result<Segment, (u8, &'static str)> {
     if data.len() != SEGMENT_SIZE {
-        return Err(if data.len() > SEGMENT_SIZE && data.len() % SEGMENT_SIZE == 0 {
-            (S_UNSUPP, "more than one discard/write-zeroes segment")
-        } else {
-            (S_IOERR, "malformed discard/write-zeroes segment")
-        });
+        return Err(
+            if data.len() > SEGMENT_SIZE && data.len() % SEGMENT_SIZE == 0 {
+                (S_UNSUPP, "more than one discard/write-zeroes segment")
+            } else {
+                (S_IOERR, "malformed discard/write-zeroes segment")
+            },
+        );
     }
     let mut raw = [0u8; SEGMENT_SIZE as usize];
     data.read(mem, 0, &mut raw)
         .map_err(|_| (S_IOERR, "cannot read the discard/write-zeroes segment"))?;
     let at = |off: usize, n: usize| &raw[off..off + n];
     Ok(Segment {
-        sector: u64::from_le_bytes(at(offset_of!(virtio_blk_discard_write_zeroes, sector), 8).try_into().unwrap()),
-        num_sectors: u32::from_le_bytes(
-            at(offset_of!(virtio_blk_discard_write_zeroes, num_sectors), 4).try_into().unwrap(),
+        sector: u64::from_le_bytes(
+            at(offset_of!(virtio_blk_discard_write_zeroes, sector), 8)
+                .try_into()
+                .unwrap(),
         ),
-        flags: u32::from_le_bytes(at(offset_of!(virtio_blk_discard_write_zeroes, flags), 4).try_into().unwrap()),
+        num_sectors: u32::from_le_bytes(
+            at(offset_of!(virtio_blk_discard_write_zeroes, num_sectors), 4)
+                .try_into()
+                .unwrap(),
+        ),
+        flags: u32::from_le_bytes(
+            at(offset_of!(virtio_blk_discard_write_zeroes, flags), 4)
+                .try_into()
+                .unwrap(),
+        ),
     })
 }

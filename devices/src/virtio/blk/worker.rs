@@ -70,13 +70,21 @@ impl QueueWorker {
                     break;
                 };
                 let head = chain.head_index();
+                if head >= self.queue.size() {
+                    // Such a chain is empty and cannot even be returned in the used ring.
+                    self.executor
+                        .reject("available ring names a descriptor past the queue");
+                    continue;
+                }
                 let used_len = self.executor.serve(chain, &self.mem);
                 if let Err(e) = self.queue.add_used(&self.mem, head, used_len) {
                     self.fail(&format!("cannot add to the used ring: {e}"));
                     break 'outer;
                 }
                 unnotified = true;
-                if last_notify.elapsed() >= NOTIFY_INTERVAL {
+                // A throttled disk may hold the next request back for long: tell the
+                // driver about each completion right away.
+                if self.executor.is_throttled() || last_notify.elapsed() >= NOTIFY_INTERVAL {
                     self.notify();
                     unnotified = false;
                     last_notify = Instant::now();
@@ -119,6 +127,11 @@ impl QueueWorker {
             Ok(false) => {}
             Err(e) => self.fail(&format!("cannot read the used event index: {e}")),
         }
+    }
+
+    /// Give back the backend of a worker that never ran.
+    pub(crate) fn into_backend(self) -> Box<dyn DiskBackend> {
+        self.executor.into_backend()
     }
 
     fn fail(&mut self, reason: &str) {
@@ -200,7 +213,7 @@ impl WorkerHandle {
             Ok(e) => e,
             Err(e) => return Err((e, Box::new(worker))),
         };
-        let canceller = worker.executor_canceller();
+        let canceller = worker.executor.wait_canceller();
         if let Some(c) = &canceller {
             c.reset();
         }
@@ -217,7 +230,10 @@ impl WorkerHandle {
             Err(e) => return Err((e, Box::new(worker))),
         };
         if let Err(mpsc::SendError(worker)) = tx.send(worker) {
-            return Err((io::Error::other("worker thread exited at start"), Box::new(worker)));
+            return Err((
+                io::Error::other("worker thread exited at start"),
+                Box::new(worker),
+            ));
         }
         Ok(WorkerHandle {
             thread,
@@ -242,16 +258,5 @@ impl WorkerHandle {
             c.reset();
         }
         backend
-    }
-}
-
-impl QueueWorker {
-    fn executor_canceller(&self) -> Option<WaitCanceller> {
-        self.executor.wait_canceller()
-    }
-
-    /// Give back the backend of a worker that never ran.
-    pub(crate) fn into_backend(self) -> Box<dyn DiskBackend> {
-        self.executor.into_backend()
     }
 }

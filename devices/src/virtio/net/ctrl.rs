@@ -38,16 +38,21 @@ impl CtrlQueue {
         }
     }
 
-    /// Handle every pending command. `set_pairs(n)` switches to `n` queue pairs
-    /// (already checked to be within 1..=`max_pairs`) and says whether that worked.
+    /// Handle up to `budget` pending commands; true if more may be waiting.
+    /// `set_pairs(n)` switches to `n` queue pairs (already checked to be within
+    /// 1..=`max_pairs`) and says whether that worked.
     pub fn process(
         &mut self,
         mem: &GuestMemoryMmap,
         metrics: &NetMetrics,
+        budget: usize,
         max_pairs: u16,
         set_pairs: &mut dyn FnMut(u16) -> bool,
-    ) {
-        while let Some(chain) = self.queue.pop_descriptor_chain(mem) {
+    ) -> bool {
+        for _ in 0..budget {
+            let Some(chain) = self.queue.pop_descriptor_chain(mem) else {
+                return false;
+            };
             let head = chain.head_index();
             let limits = Limits {
                 max_readable: CTRL_MAX,
@@ -87,15 +92,11 @@ impl CtrlQueue {
                 tracing::warn!("ctrl: cannot update the used ring: {e}");
             }
         }
+        true
     }
 
     pub fn needs_notification(&mut self, mem: &GuestMemoryMmap) -> bool {
         self.used.needs_notification(&self.queue, mem)
-    }
-
-    #[cfg(test)]
-    pub fn queue(&self) -> &Queue {
-        &self.queue
     }
 
     fn malformed(&mut self, head: u16, reason: &str) {

@@ -24,3 +24,7 @@ pub use metrics::{NetMetrics, NetMetricsSnapshot};
 
 /// Size of every virtio-net queue (receive, transmit, control).
 pub const QUEUE_SIZE: u16 = 256;
+
+/// Largest frame either way, virtio-net header included: a 64 KiB GSO packet (the tap's
+/// and Linux guests' default GSO limit) plus its Ethernet and VLAN headers.
+pub(crate) const MAX_FRAME_LEN: usize = crate::net::VNET_HDR_LEN + 65_536 + 14 + 4;

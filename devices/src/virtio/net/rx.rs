@@ -22,10 +22,6 @@ use super::metrics::NetMetrics;
 use super::used::UsedRing;
 use crate::net::VNET_HDR_LEN;
 
-/// Largest frame we read from the tap: header + a 64 KiB GSO packet with its Ethernet
-/// and VLAN headers (the tap's default GSO limit).
-pub(crate) const RX_FRAME_MAX: usize = VNET_HDR_LEN + 65_550;
-
 /// Byte offset of `num_buffers` in `virtio_net_hdr_v1`.
 const NUM_BUFFERS_OFFSET: usize = 10;
 
@@ -44,8 +40,11 @@ struct RxBuffer {
 pub(crate) enum RxOutcome {
     /// In the guest, spread over `buffers` chains.
     Delivered { buffers: u16 },
-    /// Not enough buffers yet; offer the same frame again later.
+    /// Not enough buffers yet; offer the same frame again when the guest kicks.
     NeedBuffers,
+    /// A ring's worth of malformed chains was returned without finding enough good
+    /// ones; offer the same frame again soon (bounds the work one call does).
+    Retry,
     /// Can never fit (or guest memory failed); counted and discarded.
     Dropped,
 }
@@ -93,8 +92,8 @@ impl RxQueue {
                 if self.stash_entries >= usize::from(self.queue.size()) {
                     return self.drop_frame(len, metrics);
                 }
-                if !self.take_buffer(mem, metrics) {
-                    return RxOutcome::NeedBuffers;
+                if let Some(outcome) = self.take_buffer(mem, metrics) {
+                    return outcome;
                 }
             }
             let mut count = 0;
@@ -105,8 +104,10 @@ impl RxQueue {
             }
             count
         } else {
-            if self.stash.is_empty() && !self.take_buffer(mem, metrics) {
-                return RxOutcome::NeedBuffers;
+            if self.stash.is_empty() {
+                if let Some(outcome) = self.take_buffer(mem, metrics) {
+                    return outcome;
+                }
             }
             // Without mergeable buffers the driver posts buffers of one size: one too
             // small now stays too small. Keep it for the next (smaller) frame.
@@ -183,12 +184,13 @@ impl RxQueue {
         RxOutcome::Dropped
     }
 
-    /// Pop the next usable chain into the stash; malformed ones go straight back to the
-    /// guest with length 0. False when the available ring is empty.
-    fn take_buffer(&mut self, mem: &GuestMemoryMmap, metrics: &NetMetrics) -> bool {
-        loop {
+    /// Pop the next usable chain into the stash (None); malformed ones go straight back
+    /// to the guest with length 0. `NeedBuffers` when the available ring is empty,
+    /// `Retry` after a ring's worth of malformed chains.
+    fn take_buffer(&mut self, mem: &GuestMemoryMmap, metrics: &NetMetrics) -> Option<RxOutcome> {
+        for _ in 0..self.queue.size() {
             let Some(chain) = self.queue.pop_descriptor_chain(mem) else {
-                return false;
+                return Some(RxOutcome::NeedBuffers);
             };
             let head = chain.head_index();
             let limits = Limits {
@@ -206,13 +208,14 @@ impl RxQueue {
                         capacity: p.writable_len,
                         entries,
                     });
-                    return true;
+                    return None;
                 }
                 Ok(_) => "smaller than the virtio-net header".to_string(),
                 Err(e) => e.to_string(),
             };
             self.reject(mem, head, &reason, metrics);
         }
+        Some(RxOutcome::Retry)
     }
 
     fn reject(&mut self, mem: &GuestMemoryMmap, head: u16, reason: &str, metrics: &NetMetrics) {

@@ -2,7 +2,7 @@
 //!
 //! A transmit chain is driver-readable only: the 12-byte virtio-net header, then the
 //! Ethernet frame, split over descriptors however the driver likes. It is gathered into
-//! a bounce buffer (bounded: header + 64 KiB GSO packet + Ethernet/VLAN headers) and
+//! a bounce buffer (bounded by `MAX_FRAME_LEN`: header + 64 KiB GSO packet) and
 //! written to the tap in one `write`, which the tap takes as one frame; the header goes
 //! through unchanged, so the kernel does the checksum/segmentation the guest asked for.
 //! A malformed chain (outside guest memory, device-writable parts, too long, too short
@@ -17,11 +17,8 @@ use super::super::GuestMemoryMmap;
 use super::chain::{gather, parse_chain, Limits};
 use super::metrics::NetMetrics;
 use super::used::UsedRing;
+use super::MAX_FRAME_LEN;
 use crate::net::VNET_HDR_LEN;
-
-/// Longest transmit chain accepted: header + 64 KiB GSO packet + Ethernet and VLAN
-/// headers.
-pub(crate) const TX_FRAME_MAX: usize = VNET_HDR_LEN + 65_550;
 
 const ETH_HLEN: usize = 14;
 
@@ -34,6 +31,12 @@ pub(crate) enum TxStatus {
     More,
     /// The tap would block: call again when it is writable.
     Blocked,
+}
+
+enum Pop {
+    Frame,
+    Malformed,
+    Empty,
 }
 
 /// The transmit queue of one queue pair.
@@ -57,7 +60,7 @@ impl TxQueue {
         }
     }
 
-    /// Send up to `budget` chains through `write` (one call per frame).
+    /// Handle up to `budget` chains, sending frames through `write` (one call each).
     pub fn process(
         &mut self,
         mem: &GuestMemoryMmap,
@@ -67,15 +70,28 @@ impl TxQueue {
     ) -> TxStatus {
         // Kicks are pointless while we are draining the ring anyway.
         let _ = self.queue.disable_notification(mem);
+        let mut rechecked = false;
         for _ in 0..budget {
-            if self.pending.is_none() && !self.next_frame(mem, metrics) {
-                // Empty: re-enable kicks, unless chains raced in meanwhile.
-                match self.queue.enable_notification(mem) {
-                    Ok(true) => {
-                        let _ = self.queue.disable_notification(mem);
-                        continue;
-                    }
-                    _ => return TxStatus::Done,
+            if self.pending.is_none() {
+                match self.pop_frame(mem, metrics) {
+                    Pop::Frame => rechecked = false,
+                    Pop::Malformed => continue,
+                    // Empty: re-enable kicks, unless chains raced in meanwhile.
+                    Pop::Empty => match self.queue.enable_notification(mem) {
+                        Ok(true) if !rechecked => {
+                            rechecked = true;
+                            let _ = self.queue.disable_notification(mem);
+                            continue;
+                        }
+                        Ok(true) => {
+                            // Still nothing to pop although the index says otherwise:
+                            // the index is bogus (more than a ring ahead). Wait for a
+                            // kick instead of spinning on it.
+                            self.warn_once("available ring index is invalid");
+                            return TxStatus::Done;
+                        }
+                        _ => return TxStatus::Done,
+                    },
                 }
             }
             let Some(head) = self.pending else {
@@ -102,47 +118,48 @@ impl TxQueue {
         self.used.needs_notification(&self.queue, mem)
     }
 
-    #[cfg(test)]
-    pub fn queue(&self) -> &Queue {
-        &self.queue
+    /// Pop one chain: a well-formed frame goes to `self.frame` (its head to
+    /// `self.pending`), a malformed chain straight back to the guest.
+    fn pop_frame(&mut self, mem: &GuestMemoryMmap, metrics: &NetMetrics) -> Pop {
+        let Some(chain) = self.queue.pop_descriptor_chain(mem) else {
+            return Pop::Empty;
+        };
+        let head = chain.head_index();
+        let limits = Limits {
+            max_readable: MAX_FRAME_LEN,
+            max_writable: 0,
+        };
+        let reason = match parse_chain(mem, chain, limits) {
+            Ok(p) if p.readable_len < VNET_HDR_LEN + ETH_HLEN => {
+                format!("{} bytes: too short for a frame", p.readable_len)
+            }
+            Ok(p) => {
+                self.frame.resize(p.readable_len, 0);
+                match gather(mem, &p.readable, &mut self.frame) {
+                    Ok(()) => {
+                        self.pending = Some(head);
+                        return Pop::Frame;
+                    }
+                    Err(e) => e.to_string(),
+                }
+            }
+            Err(e) => e.to_string(),
+        };
+        self.warn_once(&format!(
+            "malformed transmit chain {head} dropped: {reason}"
+        ));
+        metrics.add_tx_errors(1);
+        self.complete(mem, head);
+        Pop::Malformed
     }
 
-    /// Pop chains until one holds a well-formed frame (now in `self.frame`, its head in
-    /// `self.pending`). False when the ring is empty.
-    fn next_frame(&mut self, mem: &GuestMemoryMmap, metrics: &NetMetrics) -> bool {
-        loop {
-            let Some(chain) = self.queue.pop_descriptor_chain(mem) else {
-                return false;
-            };
-            let head = chain.head_index();
-            let limits = Limits {
-                max_readable: TX_FRAME_MAX,
-                max_writable: 0,
-            };
-            let reason = match parse_chain(mem, chain, limits) {
-                Ok(p) if p.readable_len < VNET_HDR_LEN + ETH_HLEN => {
-                    format!("{} bytes: too short for a frame", p.readable_len)
-                }
-                Ok(p) => {
-                    self.frame.resize(p.readable_len, 0);
-                    match gather(mem, &p.readable, &mut self.frame) {
-                        Ok(()) => {
-                            self.pending = Some(head);
-                            return true;
-                        }
-                        Err(e) => e.to_string(),
-                    }
-                }
-                Err(e) => e.to_string(),
-            };
-            if !self.warned {
-                self.warned = true;
-                tracing::warn!("tx: malformed transmit chain {head} dropped: {reason}");
-            } else {
-                tracing::debug!("tx: malformed transmit chain {head} dropped: {reason}");
-            }
-            metrics.add_tx_errors(1);
-            self.complete(mem, head);
+    /// The first guest error is worth a warning; repeats would flood the log.
+    fn warn_once(&mut self, what: &str) {
+        if !self.warned {
+            self.warned = true;
+            tracing::warn!("tx: {what}");
+        } else {
+            tracing::debug!("tx: {what}");
         }
     }
 

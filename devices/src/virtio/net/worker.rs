@@ -20,13 +20,15 @@ use vmm_sys_util::eventfd::EventFd;
 use super::super::{GuestMemoryMmap, VirtioInterrupt};
 use super::ctrl::CtrlQueue;
 use super::metrics::NetMetrics;
-use super::rx::{RxOutcome, RxQueue, RX_FRAME_MAX};
+use super::rx::{RxOutcome, RxQueue};
 use super::tx::{TxQueue, TxStatus};
+use super::MAX_FRAME_LEN;
 use crate::net::{Tap, VNET_HDR_LEN};
 
 /// Frames handled per queue and wake-up before looking at other events.
 const RX_BUDGET: usize = 64;
 const TX_BUDGET: usize = 64;
+const CTRL_BUDGET: usize = 64;
 
 const TOKEN_TAP: u64 = 0;
 const TOKEN_RX_KICK: u64 = 1;
@@ -114,13 +116,15 @@ impl Worker {
             w: self,
             epoll,
             tap_events: EventSet::empty(),
-            rx_frame: vec![0u8; RX_FRAME_MAX],
+            rx_frame: vec![0u8; MAX_FRAME_LEN],
             rx_pending: None,
             rx_waiting: false,
             rx_more: false,
             tx_blocked: false,
             tx_more: false,
+            ctrl_more: false,
             tap_error: false,
+            tap_error_logged: false,
         };
         w.add(w.w.rx_kick.as_raw_fd(), TOKEN_RX_KICK)?;
         w.add(w.w.tx_kick.as_raw_fd(), TOKEN_TX_KICK)?;
@@ -139,13 +143,17 @@ impl Worker {
 
         let mut events = [EpollEvent::default(); 8];
         loop {
-            let timeout = if w.rx_more || w.tx_more { 0 } else { -1 };
+            let timeout = if w.rx_more || w.tx_more || w.ctrl_more {
+                0
+            } else {
+                -1
+            };
             let n = match w.epoll.wait(timeout, &mut events) {
                 Ok(n) => n,
                 Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
                 Err(e) => return Err(e),
             };
-            let (mut do_rx, mut do_tx, mut do_ctrl) = (w.rx_more, w.tx_more, false);
+            let (mut do_rx, mut do_tx, mut do_ctrl) = (w.rx_more, w.tx_more, w.ctrl_more);
             for ev in &events[..n] {
                 match ev.data() {
                     TOKEN_CONTROL => {
@@ -181,7 +189,7 @@ impl Worker {
                         if set.intersects(EventSet::ERROR | EventSet::HANG_UP) {
                             // Reported whatever we ask for: stop watching the tap until
                             // something changes, or this loop would spin.
-                            if !w.tap_error {
+                            if !std::mem::replace(&mut w.tap_error_logged, true) {
                                 tracing::warn!(
                                     "net worker q{}: tap {} reports an error/hang-up",
                                     w.w.pair,
@@ -225,7 +233,11 @@ struct Running {
     /// A frame is waiting for the tap to become writable.
     tx_blocked: bool,
     tx_more: bool,
+    ctrl_more: bool,
+    /// The tap reported an error or hang-up (e.g. deleted under us): not watched until
+    /// a kick or control event suggests trying again.
     tap_error: bool,
+    tap_error_logged: bool,
 }
 
 impl Running {
@@ -244,6 +256,7 @@ impl Running {
     fn process_rx(&mut self) {
         self.rx_more = false;
         let mut budget = RX_BUDGET;
+        let mut rechecked = false;
         loop {
             if budget == 0 {
                 // More may be queued: come back after the other events, so a flood
@@ -278,15 +291,32 @@ impl Running {
             };
             let frame = &mut self.rx_frame[..len];
             match self.w.rx.deliver(&self.w.mem, frame, &self.w.metrics) {
-                RxOutcome::Delivered { .. } | RxOutcome::Dropped => self.rx_pending = None,
+                RxOutcome::Delivered { .. } | RxOutcome::Dropped => {
+                    self.rx_pending = None;
+                    rechecked = false;
+                }
+                RxOutcome::Retry => {
+                    self.rx_pending = Some(len);
+                    self.rx_more = true;
+                    break;
+                }
                 RxOutcome::NeedBuffers => {
                     self.rx_pending = Some(len);
+                    // Kicks on: from now on the guest tells us when it adds buffers.
                     if self.w.rx.enable_notification(&self.w.mem) {
-                        // Buffers arrived meanwhile; no kick will announce them.
-                        self.w.rx.disable_notification(&self.w.mem);
-                        continue;
+                        if !rechecked {
+                            // Buffers arrived meanwhile; no kick will announce them.
+                            rechecked = true;
+                            self.w.rx.disable_notification(&self.w.mem);
+                            continue;
+                        }
+                        // Still none although the index says so: a bogus index (more
+                        // than a ring ahead). Wait for a kick rather than spin.
+                        tracing::debug!("rx: available ring index is invalid");
                     }
-                    self.w.metrics.add_rx_no_buffers(1);
+                    if !self.rx_waiting {
+                        self.w.metrics.add_rx_no_buffers(1);
+                    }
                     self.rx_waiting = true;
                     break;
                 }
@@ -318,8 +348,13 @@ impl Running {
         let tap = &w.tap;
         let controls = &ctrl.controls;
         let mut set_pairs = |pairs: u16| set_queue_pairs(tap, controls, pairs);
-        ctrl.queue
-            .process(&w.mem, &w.metrics, ctrl.max_pairs, &mut set_pairs);
+        self.ctrl_more = ctrl.queue.process(
+            &w.mem,
+            &w.metrics,
+            CTRL_BUDGET,
+            ctrl.max_pairs,
+            &mut set_pairs,
+        );
         if ctrl.queue.needs_notification(&w.mem) {
             w.interrupt.notify_queue(ctrl.index);
         }

@@ -93,7 +93,11 @@ impl VirtioPciDevice {
         config.add_bar(0, res.bar_addr, BAR_SIZE, BarKind::Mem32);
         for (t, off, len) in [
             (CAP_COMMON, COMMON_CFG, COMMON_CFG_LEN),
-            (CAP_NOTIFY, NOTIFY, queue_sizes.len() as u64 * u64::from(NOTIFY_OFF_MULTIPLIER)),
+            (
+                CAP_NOTIFY,
+                NOTIFY,
+                queue_sizes.len() as u64 * u64::from(NOTIFY_OFF_MULTIPLIER),
+            ),
             (CAP_ISR, ISR, ISR_LEN),
             (CAP_DEVICE, DEVICE_CFG, DEVICE_CFG_LEN),
         ] {
@@ -104,11 +108,7 @@ impl VirtioPciDevice {
         let msix_cap = config.add_capability(&cap, &mask);
         config.set_interrupt(1, res.intx_gsi);
         let msix = Arc::new(Mutex::new(msix));
-        let interrupt = Arc::new(PciInterrupt::new(
-            msix.clone(),
-            queue_sizes.len(),
-            res.intx,
-        ));
+        let interrupt = Arc::new(PciInterrupt::new(msix.clone(), queue_sizes.len(), res.intx));
         let kicks = (0..queue_sizes.len())
             .map(|_| EventFd::new(libc::EFD_NONBLOCK))
             .collect::<std::io::Result<Vec<_>>>()?;
@@ -222,8 +222,11 @@ impl VirtioPciDevice {
 
     /// Mirror the driver's vector choices into the interrupt path.
     fn sync_vectors(&self) {
-        *self.interrupt.config_vector.lock().unwrap_or_else(|e| e.into_inner()) =
-            self.common.msix_config;
+        *self
+            .interrupt
+            .config_vector
+            .lock()
+            .unwrap_or_else(|e| e.into_inner()) = self.common.msix_config;
         let mut qv = self
             .interrupt
             .queue_vectors

@@ -47,9 +47,9 @@ impl ConfigSpace {
         let mut b = [0u8; CONFIG_LEN];
         let mut put32 = |off: usize, v: u32| b[off..off + 4].copy_from_slice(&v.to_le_bytes());
         put32(0, 1); // num_queues: request queues.
-        // seg_max: Linux makes it its scatter-gather table size, and a request uses
-        // seg_max + 2 descriptors (headers), which must fit the ring when the driver
-        // cannot use indirect descriptors.
+                     // seg_max: Linux makes it its scatter-gather table size, and a request uses
+                     // seg_max + 2 descriptors (headers), which must fit the ring when the driver
+                     // cannot use indirect descriptors.
         put32(4, u32::from(QUEUE_SIZE) - 2);
         put32(8, MAX_TRANSFER_BLOCKS); // max_sectors
         put32(12, u32::from(QUEUE_SIZE)); // cmd_per_lun

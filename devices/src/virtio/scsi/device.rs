@@ -11,8 +11,8 @@ use super::metrics::ScsiMetrics;
 use super::worker::{Worker, WorkerHandle};
 use super::{MAX_TARGETS, NUM_QUEUES, QUEUE_SIZE};
 use crate::virtio::{
-    ActivateError, ActiveQueue, GuestMemoryMmap, VirtioDevice, VirtioInterrupt,
-    F_RING_EVENT_IDX, F_RING_INDIRECT_DESC, F_VERSION_1, TYPE_SCSI,
+    ActivateError, ActiveQueue, GuestMemoryMmap, VirtioDevice, VirtioInterrupt, F_RING_EVENT_IDX,
+    F_RING_INDIRECT_DESC, F_VERSION_1, TYPE_SCSI,
 };
 
 /// Why a controller could not be built from its disks.

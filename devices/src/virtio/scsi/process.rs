@@ -11,8 +11,8 @@ use virtio_queue::desc::split::Descriptor;
 use super::commands::{execute, CmdError, DataIn, DataOut, Exec, Transferred};
 use super::lun::{parse_lun, Lun};
 use super::request::{
-    parse_cmd_request, write_cmd_response, Area, Chain, ChainError, CmdResponse,
-    CMD_REQ_FIXED_LEN, CMD_RESP_FIXED_LEN,
+    parse_cmd_request, write_cmd_response, Area, Chain, ChainError, CmdResponse, CMD_REQ_FIXED_LEN,
+    CMD_RESP_FIXED_LEN,
 };
 use super::sense::{STATUS_CHECK_CONDITION, STATUS_GOOD};
 use crate::virtio::GuestMemoryMmap;

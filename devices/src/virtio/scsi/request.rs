@@ -86,9 +86,10 @@ impl<'m> Area<'m> {
         len: usize,
         mut f: impl FnMut(GuestAddress, std::ops::Range<usize>) -> Result<(), ()>,
     ) -> Result<(), GuestAccessError> {
-        let err = GuestAccessError { offset };
-        let end = offset.checked_add(len as u64).ok_or(err)?;
-        if end > self.len {
+        if offset
+            .checked_add(len as u64)
+            .is_none_or(|end| end > self.len)
+        {
             return Err(GuestAccessError { offset });
         }
         let mut seg_start = 0u64;
@@ -145,7 +146,10 @@ impl DataOut for AreaTail<'_, '_> {
     }
 
     fn read_at(&self, offset: u64, buf: &mut [u8]) -> Result<(), GuestAccessError> {
-        let at = self.start.checked_add(offset).ok_or(GuestAccessError { offset })?;
+        let at = self
+            .start
+            .checked_add(offset)
+            .ok_or(GuestAccessError { offset })?;
         self.area.read_at(at, buf)
     }
 }
@@ -156,7 +160,10 @@ impl DataIn for AreaTail<'_, '_> {
     }
 
     fn write_at(&mut self, offset: u64, buf: &[u8]) -> Result<(), GuestAccessError> {
-        let at = self.start.checked_add(offset).ok_or(GuestAccessError { offset })?;
+        let at = self
+            .start
+            .checked_add(offset)
+            .ok_or(GuestAccessError { offset })?;
         self.area.write_at(at, buf)
     }
 }

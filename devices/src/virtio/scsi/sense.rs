@@ -74,7 +74,10 @@ impl Sense {
     }
 
     pub const fn invalid_opcode() -> Self {
-        Self::new(SenseKey::IllegalRequest, asc::INVALID_COMMAND_OPERATION_CODE)
+        Self::new(
+            SenseKey::IllegalRequest,
+            asc::INVALID_COMMAND_OPERATION_CODE,
+        )
     }
 
     pub const fn lba_out_of_range() -> Self {
@@ -90,7 +93,10 @@ impl Sense {
 
     /// INVALID FIELD IN PARAMETER LIST, pointing at parameter-list byte `byte`.
     pub const fn invalid_field_in_param_list(byte: u16) -> Self {
-        let mut s = Self::new(SenseKey::IllegalRequest, asc::INVALID_FIELD_IN_PARAMETER_LIST);
+        let mut s = Self::new(
+            SenseKey::IllegalRequest,
+            asc::INVALID_FIELD_IN_PARAMETER_LIST,
+        );
         s.field = Some(FieldPointer {
             in_cdb: false,
             byte,
@@ -103,7 +109,10 @@ impl Sense {
     }
 
     pub const fn saving_parameters_not_supported() -> Self {
-        Self::new(SenseKey::IllegalRequest, asc::SAVING_PARAMETERS_NOT_SUPPORTED)
+        Self::new(
+            SenseKey::IllegalRequest,
+            asc::SAVING_PARAMETERS_NOT_SUPPORTED,
+        )
     }
 
     pub const fn write_protected() -> Self {
@@ -135,7 +144,7 @@ impl Sense {
     }
 
     /// Encode as fixed-format sense data (SPC-4 table 48).
-    pub fn to_fixed(&self) -> [u8; FIXED_SENSE_LEN] {
+    pub fn to_fixed(self) -> [u8; FIXED_SENSE_LEN] {
         let mut b = [0u8; FIXED_SENSE_LEN];
         // Response code 0x70: current error; bit 7 (VALID) says INFORMATION is meaningful.
         b[0] = 0x70 | if self.information.is_some() { 0x80 } else { 0 };

@@ -213,11 +213,15 @@ pub(crate) fn serve_queue(
                 break 'drain;
             }
             completed += 1;
-            if completed.is_multiple_of(NOTIFY_BATCH) {
+            if completed % NOTIFY_BATCH == 0 {
                 notify(mem, interrupt, aq);
             }
         }
-        empty_passes = if completed == before { empty_passes + 1 } else { 0 };
+        empty_passes = if completed == before {
+            empty_passes + 1
+        } else {
+            0
+        };
         match aq.queue.enable_notification(mem) {
             // More chains arrived while notifications were off: one empty pass can be
             // that race, a second means an avail index no chain can be popped for (a

@@ -8,6 +8,7 @@ use virtio_bindings::virtio_ring::{VRING_DESC_F_NEXT, VRING_DESC_F_WRITE};
 use virtio_queue::desc::split::Descriptor;
 use virtio_queue::desc::RawDescriptor;
 use virtio_queue::mock::MockSplitQueue;
+use virtio_queue::{Queue, QueueT};
 use vm_memory::{Bytes, GuestAddress};
 
 use crate::block::{DiskBackend, MemDisk};
@@ -54,7 +55,9 @@ pub(super) fn status_at(mem: &GuestMemoryMmap, addr: u64) -> u8 {
 }
 
 pub(super) fn pattern(len: usize, seed: u8) -> Vec<u8> {
-    (0..len).map(|i| (i as u8).wrapping_mul(7).wrapping_add(seed)).collect()
+    (0..len)
+        .map(|i| (i as u8).wrapping_mul(7).wrapping_add(seed))
+        .collect()
 }
 
 /// Everything negotiated, capacity from the disk.
@@ -75,7 +78,10 @@ pub(super) fn serial(s: &str) -> [u8; ID_BYTES] {
     id
 }
 
-pub(super) fn executor(disk: Box<dyn DiskBackend>, limits: RequestLimits) -> (Executor, Arc<BlkMetrics>) {
+pub(super) fn executor(
+    disk: Box<dyn DiskBackend>,
+    limits: RequestLimits,
+) -> (Executor, Arc<BlkMetrics>) {
     let metrics = Arc::new(BlkMetrics::default());
     let ex = Executor::new("test".into(), disk, limits, serial("SN-1"), metrics.clone());
     (ex, metrics)
@@ -104,25 +110,104 @@ pub(super) fn serve_with(
     (ex.serve(chain, mem), metrics)
 }
 
-/// Put a request (descriptors at table index `first` on) on the mock queue's
-/// available ring, linking the descriptors with NEXT.
-pub(super) fn add_request(vq: &MockSplitQueue<GuestMemoryMmap>, first: u16, descs: &[RawDescriptor]) {
-    let linked: Vec<RawDescriptor> = descs
-        .iter()
-        .enumerate()
-        .map(|(i, d)| {
+/// The driver's side of a split queue at `base`, laid out as the virtio spec says (the
+/// mock's layout overlaps the rings of larger queues): descriptor table, available ring
+/// with `used_event`, used ring with `avail_event`.
+pub(super) struct TestQueue<'a> {
+    mem: &'a GuestMemoryMmap,
+    size: u16,
+    desc: u64,
+    avail: u64,
+    used: u64,
+}
+
+impl<'a> TestQueue<'a> {
+    pub(super) fn new(mem: &'a GuestMemoryMmap, base: u64, size: u16) -> Self {
+        let desc = base;
+        let avail = desc + 16 * u64::from(size);
+        let used = (avail + 6 + 2 * u64::from(size)).next_multiple_of(4);
+        let end = used + 6 + 8 * u64::from(size);
+        mem.write_slice(&vec![0u8; (end - base) as usize], GuestAddress(base))
+            .unwrap();
+        TestQueue {
+            mem,
+            size,
+            desc,
+            avail,
+            used,
+        }
+    }
+
+    /// A ready `Queue` for the device side.
+    pub(super) fn queue(&self) -> Queue {
+        let mut q = Queue::new(self.size).unwrap();
+        q.set_size(self.size);
+        q.set_ready(true);
+        q.set_desc_table_address(Some(self.desc as u32), Some((self.desc >> 32) as u32));
+        q.set_avail_ring_address(Some(self.avail as u32), Some((self.avail >> 32) as u32));
+        q.set_used_ring_address(Some(self.used as u32), Some((self.used >> 32) as u32));
+        q
+    }
+
+    pub(super) fn store_desc(&self, index: u16, d: RawDescriptor) {
+        self.mem
+            .write_obj(d, GuestAddress(self.desc + 16 * u64::from(index)))
+            .unwrap();
+    }
+
+    /// Write avail ring entry `slot` (modulo the size).
+    pub(super) fn set_avail_entry(&self, slot: u16, head: u16) {
+        let at = self.avail + 4 + 2 * u64::from(slot % self.size);
+        self.mem.write_obj(head, GuestAddress(at)).unwrap();
+    }
+
+    pub(super) fn avail_idx(&self) -> u16 {
+        self.mem.read_obj(GuestAddress(self.avail + 2)).unwrap()
+    }
+
+    pub(super) fn set_avail_idx(&self, idx: u16) {
+        self.mem
+            .write_obj(idx, GuestAddress(self.avail + 2))
+            .unwrap();
+    }
+
+    pub(super) fn set_used_event(&self, v: u16) {
+        let at = self.avail + 4 + 2 * u64::from(self.size);
+        self.mem.write_obj(v, GuestAddress(at)).unwrap();
+    }
+
+    /// Write `descs` at table index `first` on, linked with NEXT, and make the chain
+    /// available.
+    pub(super) fn add(&self, first: u16, descs: &[RawDescriptor]) {
+        for (i, d) in descs.iter().enumerate() {
             let d = Descriptor::from(*d);
             let last = i == descs.len() - 1;
-            let flags = if last {
-                d.flags() & !(VRING_DESC_F_NEXT as u16)
+            let (flags, next) = if last {
+                (d.flags() & !(VRING_DESC_F_NEXT as u16), 0)
             } else {
-                d.flags() | VRING_DESC_F_NEXT as u16
+                (d.flags() | VRING_DESC_F_NEXT as u16, first + i as u16 + 1)
             };
-            let next = if last { 0 } else { first + i as u16 + 1 };
-            RawDescriptor::from(Descriptor::new(d.addr().0, d.len(), flags, next))
-        })
-        .collect();
-    vq.add_desc_chains(&linked, first).unwrap();
+            self.store_desc(
+                first + i as u16,
+                RawDescriptor::from(Descriptor::new(d.addr().0, d.len(), flags, next)),
+            );
+        }
+        let idx = self.avail_idx();
+        self.set_avail_entry(idx, first);
+        self.set_avail_idx(idx.wrapping_add(1));
+    }
+
+    pub(super) fn used_idx(&self) -> u16 {
+        self.mem.read_obj(GuestAddress(self.used + 2)).unwrap()
+    }
+
+    /// Used ring entry `i`: (descriptor id, length).
+    pub(super) fn used_entry(&self, i: u16) -> (u32, u32) {
+        let at = self.used + 4 + 8 * u64::from(i % self.size);
+        let id: u32 = self.mem.read_obj(GuestAddress(at)).unwrap();
+        let len: u32 = self.mem.read_obj(GuestAddress(at + 4)).unwrap();
+        (id, len)
+    }
 }
 
 /// Counts queue notifications.

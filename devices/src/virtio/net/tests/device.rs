@@ -1,4 +1,4 @@
-//! The whole device on a real tap, with mock queues playing the guest driver.
+//! The whole device on a real tap, with ring queues playing the guest driver.
 //!
 //! Data flow without a guest: the tap gets a private /24 (10.213.<x>.1, x picked per
 //! test and machine-wide unique while held), the "guest" is 10.213.<x>.2 with a static
@@ -16,7 +16,6 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use virtio_bindings::virtio_net::*;
-use virtio_queue::mock::MockSplitQueue;
 use vm_memory::{Bytes, GuestAddress};
 use vmm_sys_util::eventfd::EventFd;
 
@@ -30,7 +29,7 @@ use crate::net::tests::{ip, unique_ifname};
 use crate::net::Tap;
 
 const GUEST_MAC: [u8; 6] = [0x52, 0x54, 0x00, 0x12, 0x34, 0x56];
-/// Queue size the mock driver uses.
+/// Queue size the ring driver uses.
 const QSIZE: u16 = 64;
 const HDR: usize = 12;
 
@@ -132,7 +131,7 @@ fn udp_frame(
 
 struct Driver<'a> {
     mem: &'a GuestMemoryMmap,
-    queues: Vec<MockSplitQueue<'a, GuestMemoryMmap>>,
+    queues: Vec<DriverQueue<'a>>,
     kicks: Vec<EventFd>,
     irq: Arc<TestInterrupt>,
     /// Next free descriptor per queue.
@@ -156,14 +155,14 @@ impl<'a> Driver<'a> {
         };
         let mut active = Vec::new();
         for i in 0..n {
-            let mock = MockSplitQueue::create(mem, GuestAddress(u64::from(i) * 0x4000), QSIZE);
+            let ring = DriverQueue::new(mem, u64::from(i) * 0x4000, QSIZE);
             let kick = EventFd::new(libc::EFD_NONBLOCK).unwrap();
             active.push(ActiveQueue {
                 index: i,
-                queue: mock.create_queue().unwrap(),
+                queue: ring.queue(),
                 kick: kick.try_clone().unwrap(),
             });
-            d.queues.push(mock);
+            d.queues.push(ring);
             d.kicks.push(kick);
         }
         dev.activate(mem.clone(), d.irq.clone(), features, active)?;
@@ -185,7 +184,7 @@ impl<'a> Driver<'a> {
                     desc(addr, len, if last { flags } else { flags | NEXT }, next)
                 })
                 .collect();
-            self.queues[qi].add_desc_chains(&descs, first).unwrap();
+            self.queues[qi].add_chains(&descs, first);
             self.next_desc[qi] += chain.len() as u16;
             heads.push(first);
         }
@@ -194,7 +193,7 @@ impl<'a> Driver<'a> {
     }
 
     fn used(&self, q: u16) -> Vec<(u32, u32)> {
-        used_elems(&self.queues[usize::from(q)], QSIZE, 0)
+        self.queues[usize::from(q)].used(0)
     }
 
     fn read(&self, addr: u64, len: usize) -> Vec<u8> {
@@ -554,14 +553,14 @@ fn from_config_opens_and_bridges() {
     let bridge = unique_ifname("oxb");
     ip(&["link", "add", &bridge, "type", "bridge"]);
     let _guard = crate::net::tests::LinkGuard(bridge.clone());
-    let cfg: oxvm_api::NicConfig = serde_json_free_config(&unique_ifname("oxt"), &bridge);
+    let cfg: oxvm_api::NicConfig = nic_config(&unique_ifname("oxt"), &bridge);
     let dev = VirtioNet::from_config(&cfg, GUEST_MAC).unwrap();
     assert_eq!(dev.queue_pairs(), 2);
     assert_eq!(dev.tap().bridge().as_deref(), Some(bridge.as_str()));
     assert!(dev.tap().created());
 }
 
-fn serde_json_free_config(tap: &str, bridge: &str) -> oxvm_api::NicConfig {
+fn nic_config(tap: &str, bridge: &str) -> oxvm_api::NicConfig {
     oxvm_api::NicConfig {
         id: "nic0".into(),
         tap: tap.into(),

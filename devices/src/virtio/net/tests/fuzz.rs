@@ -6,14 +6,14 @@
 
 use proptest::collection::vec;
 use proptest::prelude::*;
-use virtio_queue::mock::MockSplitQueue;
 use virtio_queue::{Queue, QueueT};
 use vm_memory::{Bytes, GuestAddress};
 
 use super::super::ctrl::CtrlQueue;
 use super::super::metrics::NetMetrics;
 use super::super::rx::{RxOutcome, RxQueue};
-use super::super::tx::{TxQueue, TxStatus, TX_FRAME_MAX};
+use super::super::tx::{TxQueue, TxStatus};
+use super::super::MAX_FRAME_LEN;
 use super::*;
 use crate::net::VNET_HDR_LEN;
 
@@ -66,29 +66,26 @@ fn arb_layout() -> impl Strategy<Value = Layout> {
 }
 
 /// Write `layout` into fresh guest memory and hand back a ready queue.
-fn setup<'a>(
-    mem: &'a GuestMemoryMmap,
-    layout: &Layout,
-) -> (MockSplitQueue<'a, GuestMemoryMmap>, Queue) {
-    let mock = MockSplitQueue::create(mem, GuestAddress(0), SIZE);
+fn setup<'a>(mem: &'a GuestMemoryMmap, layout: &Layout) -> (DriverQueue<'a>, Queue) {
+    let ring = DriverQueue::new(mem, 0, SIZE);
     for (i, d) in layout.descs.iter().enumerate() {
-        mock.desc_table().store(i as u16, *d).unwrap();
+        ring.set_desc(i as u16, *d);
     }
     for (i, d) in layout.indirect.iter().enumerate() {
         mem.write_obj(*d, GuestAddress(TABLE + 16 * i as u64))
             .unwrap();
     }
     for (i, h) in layout.heads.iter().enumerate() {
-        mock.avail().ring().ref_at(i).unwrap().store(*h);
+        ring.set_avail(i as u16, *h);
     }
-    mock.avail().idx().store(layout.avail_idx);
-    let queue = mock.create_queue().unwrap();
-    (mock, queue)
+    ring.set_avail_idx(layout.avail_idx);
+    let queue = ring.queue();
+    (ring, queue)
 }
 
 /// Used elements are well-formed: ids inside the queue, no more than were offered.
-fn check_used(mock: &MockSplitQueue<'_, GuestMemoryMmap>) -> Vec<(u32, u32)> {
-    let used = used_elems(mock, SIZE, 0);
+fn check_used(ring: &DriverQueue<'_>) -> Vec<(u32, u32)> {
+    let used = ring.used(0);
     assert!(used.len() <= usize::from(SIZE), "{used:?}");
     assert!(used.iter().all(|&(id, _)| id < u32::from(SIZE)), "{used:?}");
     used
@@ -100,7 +97,7 @@ proptest! {
     #[test]
     fn tx_survives_any_chain(layout in arb_layout(), blocked in any::<bool>()) {
         let mem = memory();
-        let (mock, queue) = setup(&mem, &layout);
+        let (ring, queue) = setup(&mem, &layout);
         let mut tx = TxQueue::new(queue);
         let m = NetMetrics::default();
         let mut sent = 0u64;
@@ -108,7 +105,7 @@ proptest! {
         let mut status = TxStatus::More;
         for _ in 0..4 {
             status = tx.process(&mem, &m, 64, &mut |f: &[u8]| {
-                assert!(f.len() >= VNET_HDR_LEN + 14 && f.len() <= TX_FRAME_MAX);
+                assert!(f.len() >= VNET_HDR_LEN + 14 && f.len() <= MAX_FRAME_LEN);
                 if std::mem::take(&mut first) {
                     return Err(std::io::ErrorKind::WouldBlock.into());
                 }
@@ -120,7 +117,7 @@ proptest! {
             }
         }
         prop_assert_eq!(status, TxStatus::Done);
-        let used = check_used(&mock);
+        let used = check_used(&ring);
         prop_assert!(used.iter().all(|&(_, len)| len == 0));
         let s = m.snapshot();
         prop_assert_eq!(s.tx_packets, sent);
@@ -134,7 +131,7 @@ proptest! {
         frames in vec(prop_oneof![VNET_HDR_LEN..200usize, VNET_HDR_LEN..70_000usize], 1..6),
     ) {
         let mem = memory();
-        let (mock, queue) = setup(&mem, &layout);
+        let (ring, queue) = setup(&mem, &layout);
         let mut rx = RxQueue::new(queue, mergeable);
         let m = NetMetrics::default();
         let mut delivered = 0;
@@ -147,15 +144,15 @@ proptest! {
                     prop_assert!(buffers >= 1 && (mergeable || buffers == 1));
                     // The frame's buffers are the last `buffers` used elements and
                     // hold exactly the frame.
-                    let used = used_elems(&mock, SIZE, before);
+                    let used = ring.used(before);
                     let mine = &used[used.len() - usize::from(buffers)..];
                     let total: u64 = mine.iter().map(|&(_, l)| u64::from(l)).sum();
                     prop_assert_eq!(total, len as u64);
                 }
-                RxOutcome::NeedBuffers | RxOutcome::Dropped => {}
+                RxOutcome::NeedBuffers | RxOutcome::Retry | RxOutcome::Dropped => {}
             }
         }
-        check_used(&mock);
+        check_used(&ring);
         prop_assert_eq!(m.snapshot().rx_packets, delivered);
     }
 
@@ -163,14 +160,14 @@ proptest! {
     fn ctrl_survives_any_command(layout in arb_layout(), garbage in vec(any::<u8>(), 0..64)) {
         let mem = memory();
         mem.write_slice(&garbage, GuestAddress(0x1_0000)).unwrap();
-        let (mock, queue) = setup(&mem, &layout);
+        let (ring, queue) = setup(&mem, &layout);
         let mut ctrl = CtrlQueue::new(queue);
         let m = NetMetrics::default();
-        ctrl.process(&mem, &m, 4, &mut |n| {
+        ctrl.process(&mem, &m, 64, 4, &mut |n| {
             assert!((1..=4).contains(&n));
             true
         });
-        let used = check_used(&mock);
+        let used = check_used(&ring);
         prop_assert!(used.iter().all(|&(_, len)| len <= 1));
     }
 }

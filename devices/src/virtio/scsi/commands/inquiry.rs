@@ -80,7 +80,12 @@ pub(crate) fn vpd_page(lun: &Lun, page: u8) -> Option<Vec<u8>> {
     }
     let payload = match page {
         VPD_SUPPORTED_PAGES => supported_pages(lun),
-        VPD_SERIAL => lun.serial.as_deref().unwrap_or_default().as_bytes().to_vec(),
+        VPD_SERIAL => lun
+            .serial
+            .as_deref()
+            .unwrap_or_default()
+            .as_bytes()
+            .to_vec(),
         VPD_DEVICE_ID => device_identification(lun),
         VPD_BLOCK_LIMITS => block_limits(lun),
         VPD_BLOCK_CHARACTERISTICS => block_characteristics(),
@@ -91,7 +96,11 @@ pub(crate) fn vpd_page(lun: &Lun, page: u8) -> Option<Vec<u8>> {
     d.push(PERIPHERAL);
     d.push(page);
     // Payloads are bounded (the serial is at most 64 bytes), so this always fits.
-    d.extend_from_slice(&u16::try_from(payload.len()).unwrap_or(u16::MAX).to_be_bytes());
+    d.extend_from_slice(
+        &u16::try_from(payload.len())
+            .unwrap_or(u16::MAX)
+            .to_be_bytes(),
+    );
     d.extend_from_slice(&payload);
     Some(d)
 }

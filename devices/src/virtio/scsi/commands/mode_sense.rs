@@ -58,10 +58,10 @@ pub(crate) fn mode_data(lun: &Lun, req: &ModeSenseRequest) -> Result<Vec<u8>, Se
         (PAGE_CACHING, 0) => caching_page(lun, req.pc).to_vec(),
         (PAGE_CONTROL, 0) => control_page(req.pc).to_vec(),
         // All pages (subpage 0), or all pages and subpages (0xFF): we have no subpages.
-        (PAGE_ALL, 0 | 0xFF) => [&caching_page(lun, req.pc)[..], &control_page(req.pc)[..]].concat(),
-        (PAGE_CACHING | PAGE_CONTROL | PAGE_ALL, _) => {
-            return Err(Sense::invalid_field_in_cdb(3))
+        (PAGE_ALL, 0 | 0xFF) => {
+            [&caching_page(lun, req.pc)[..], &control_page(req.pc)[..]].concat()
         }
+        (PAGE_CACHING | PAGE_CONTROL | PAGE_ALL, _) => return Err(Sense::invalid_field_in_cdb(3)),
         _ => return Err(Sense::invalid_field_in_cdb(2)),
     };
     let block_descriptor = match (req.dbd, req.llbaa) {

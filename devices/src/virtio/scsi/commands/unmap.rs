@@ -83,9 +83,9 @@ pub(crate) fn parse_unmap_list(list: &[u8], capacity: u64) -> Result<Vec<(u64, u
         lba.copy_from_slice(&d[0..8]);
         let lba = u64::from_be_bytes(lba);
         let blocks = u32::from_be_bytes([d[8], d[9], d[10], d[11]]);
-        if !lba
+        if lba
             .checked_add(u64::from(blocks))
-            .is_some_and(|end| end <= capacity)
+            .is_none_or(|end| end > capacity)
         {
             return Err(Sense::lba_out_of_range());
         }

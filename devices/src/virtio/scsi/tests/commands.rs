@@ -197,7 +197,12 @@ fn read_capacity_10_saturates_for_huge_disks() {
     .lun();
     let (_, d) = run(&mut lun, &[0x25, 0, 0, 0, 0, 0, 0, 0, 0, 0], &[], 8);
     assert_eq!(d, [0xFF, 0xFF, 0xFF, 0xFF, 0, 0, 0x02, 0x00]);
-    let (_, d) = run(&mut lun, &[0x9E, 0x10, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 32, 0, 0], &[], 32);
+    let (_, d) = run(
+        &mut lun,
+        &[0x9E, 0x10, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 32, 0, 0],
+        &[],
+        32,
+    );
     assert_eq!(&d[..8], &((1u64 << 33) - 1).to_be_bytes());
 }
 
@@ -229,7 +234,12 @@ fn read_capacity_16() {
     assert_eq!(d, expected[..12]);
 
     // Another SERVICE ACTION IN service action.
-    let (r, _) = run(&mut lun, &[0x9E, 0x12, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 32, 0, 0], &[], 32);
+    let (r, _) = run(
+        &mut lun,
+        &[0x9E, 0x12, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 32, 0, 0],
+        &[],
+        32,
+    );
     assert_eq!(check(r), invalid_field(1));
 }
 
@@ -290,7 +300,12 @@ fn mode_sense_header_only_keeps_the_full_length() {
 #[test]
 fn mode_sense_10_long_lba_and_control_page() {
     let (mut lun, _) = DiskSpec::default().lun();
-    let (_, d) = run(&mut lun, &[0x5A, 0x10, 0x0A, 0, 0, 0, 0, 0, 0xff, 0], &[], 255);
+    let (_, d) = run(
+        &mut lun,
+        &[0x5A, 0x10, 0x0A, 0, 0, 0, 0, 0, 0xff, 0],
+        &[],
+        255,
+    );
     let mut expected = vec![0, 34, 0, 0x10, 0x01, 0, 0, 16];
     let mut desc = [0u8; 16];
     desc[6] = 0x08; // 2048 blocks
@@ -348,7 +363,12 @@ fn report_luns() {
     // Well-known LUNs only: an empty list.
     let (_, d) = run(&mut lun, &[0xA0, 0, 1, 0, 0, 0, 0, 0, 1, 0, 0, 0], &[], 256);
     assert_eq!(d, [0, 0, 0, 0, 0, 0, 0, 0]);
-    let (r, _) = run(&mut lun, &[0xA0, 0, 0x10, 0, 0, 0, 0, 0, 1, 0, 0, 0], &[], 256);
+    let (r, _) = run(
+        &mut lun,
+        &[0xA0, 0, 0x10, 0, 0, 0, 0, 0, 1, 0, 0, 0],
+        &[],
+        256,
+    );
     assert_eq!(check(r), invalid_field(2));
 }
 
@@ -393,8 +413,17 @@ fn unsupported_opcodes_are_invalid_command_operation_code() {
     // MODE SELECT(6), LOG SENSE, MAINTENANCE IN, VERIFY(10), ATA PASS-THROUGH(16),
     // a vendor-specific opcode.
     for op in [0x15u8, 0x4D, 0xA3, 0x2F, 0x85, 0xC0, 0xFF] {
-        let (r, _) = run(&mut lun, &[op, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0], &[], 512);
-        assert_eq!(check(r), fixed_sense(ILLEGAL_REQUEST, 0x20, 0), "opcode {op:#x}");
+        let (r, _) = run(
+            &mut lun,
+            &[op, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0],
+            &[],
+            512,
+        );
+        assert_eq!(
+            check(r),
+            fixed_sense(ILLEGAL_REQUEST, 0x20, 0),
+            "opcode {op:#x}"
+        );
     }
     assert_eq!(
         lun.metrics
@@ -407,7 +436,9 @@ fn unsupported_opcodes_are_invalid_command_operation_code() {
 // ---- READ / WRITE ----
 
 fn pattern(len: usize, seed: u8) -> Vec<u8> {
-    (0..len).map(|i| (i as u8).wrapping_mul(31).wrapping_add(seed)).collect()
+    (0..len)
+        .map(|i| (i as u8).wrapping_mul(31).wrapping_add(seed))
+        .collect()
 }
 
 #[test]
@@ -421,7 +452,12 @@ fn write_read_round_trip_with_every_cdb_size() {
     assert_eq!(state.lock().unwrap().writes, vec![(5 * 512, 1024)]);
 
     // READ(16) of the same blocks.
-    let (r, d) = run(&mut lun, &[0x88, 0, 0, 0, 0, 0, 0, 0, 0, 5, 0, 0, 0, 2, 0, 0], &[], 1024);
+    let (r, d) = run(
+        &mut lun,
+        &[0x88, 0, 0, 0, 0, 0, 0, 0, 0, 5, 0, 0, 0, 2, 0, 0],
+        &[],
+        1024,
+    );
     assert_eq!(r.unwrap().data_in, 1024);
     assert_eq!(d, data);
 
@@ -433,12 +469,22 @@ fn write_read_round_trip_with_every_cdb_size() {
     let big = pattern(256 * 512, 3);
     let (r, _) = run(&mut lun, &[0x0A, 0, 0, 100, 0, 0], &big, 0);
     assert_eq!(r.unwrap().data_out, 256 * 512);
-    let (_, d) = run(&mut lun, &[0x28, 0, 0, 0, 0, 100, 0, 1, 0, 0], &[], 256 * 512);
+    let (_, d) = run(
+        &mut lun,
+        &[0x28, 0, 0, 0, 0, 100, 0, 1, 0, 0],
+        &[],
+        256 * 512,
+    );
     assert_eq!(d, big);
 
     // WRITE(16) at the last block.
     let last = pattern(512, 9);
-    let (r, _) = run(&mut lun, &[0x8A, 0, 0, 0, 0, 0, 0, 0, 0x07, 0xFF, 0, 0, 0, 1, 0, 0], &last, 0);
+    let (r, _) = run(
+        &mut lun,
+        &[0x8A, 0, 0, 0, 0, 0, 0, 0, 0x07, 0xFF, 0, 0, 0, 1, 0, 0],
+        &last,
+        0,
+    );
     assert!(r.is_ok());
     let (_, d) = run(&mut lun, &[0x28, 0, 0, 0, 0x07, 0xFF, 0, 0, 1, 0], &[], 512);
     assert_eq!(d, last);
@@ -462,14 +508,24 @@ fn large_transfers_cross_the_bounce_buffer() {
     let [hi, lo] = blocks.to_be_bytes();
     let (r, _) = run(&mut lun, &[0x2A, 0, 0, 0, 0, 1, 0, hi, lo, 0], &data, 0);
     assert!(r.is_ok());
-    let (_, d) = run(&mut lun, &[0x28, 0, 0, 0, 0, 1, 0, hi, lo, 0], &[], data.len());
+    let (_, d) = run(
+        &mut lun,
+        &[0x28, 0, 0, 0, 0, 1, 0, hi, lo, 0],
+        &[],
+        data.len(),
+    );
     assert_eq!(d, data);
 }
 
 #[test]
 fn fua_write_flushes_when_the_cache_is_volatile() {
     let (mut lun, state) = DiskSpec::default().lun();
-    let (r, _) = run(&mut lun, &[0x2A, 0x08, 0, 0, 0, 0, 0, 0, 1, 0], &[1; 512], 0);
+    let (r, _) = run(
+        &mut lun,
+        &[0x2A, 0x08, 0, 0, 0, 0, 0, 0, 1, 0],
+        &[1; 512],
+        0,
+    );
     assert!(r.is_ok());
     assert_eq!(state.lock().unwrap().flushes, 1);
 
@@ -478,7 +534,12 @@ fn fua_write_flushes_when_the_cache_is_volatile() {
         ..Default::default()
     }
     .lun();
-    let (r, _) = run(&mut lun, &[0x2A, 0x08, 0, 0, 0, 0, 0, 0, 1, 0], &[1; 512], 0);
+    let (r, _) = run(
+        &mut lun,
+        &[0x2A, 0x08, 0, 0, 0, 0, 0, 0, 1, 0],
+        &[1; 512],
+        0,
+    );
     assert!(r.is_ok());
     assert_eq!(state.lock().unwrap().flushes, 0);
 }
@@ -499,10 +560,22 @@ fn lba_out_of_range() {
     let (r, _) = run(&mut lun, &[0x28, 0, 0, 0, 0x08, 0x00, 0, 0, 1, 0], &[], 512);
     assert_eq!(check(r), oor);
     // Straddling the end.
-    let (r, _) = run(&mut lun, &[0x2A, 0, 0, 0, 0x07, 0xFF, 0, 0, 2, 0], &[0; 1024], 0);
+    let (r, _) = run(
+        &mut lun,
+        &[0x2A, 0, 0, 0, 0x07, 0xFF, 0, 0, 2, 0],
+        &[0; 1024],
+        0,
+    );
     assert_eq!(check(r), oor);
     // LBA + length overflowing 64 bits.
-    let (r, _) = run(&mut lun, &[0x88, 0, 0xFF, 0xFF, 0xFF, 0xFF, 0xFF, 0xFF, 0xFF, 0xFF, 0, 0, 0, 2, 0, 0], &[], 1024);
+    let (r, _) = run(
+        &mut lun,
+        &[
+            0x88, 0, 0xFF, 0xFF, 0xFF, 0xFF, 0xFF, 0xFF, 0xFF, 0xFF, 0, 0, 0, 2, 0, 0,
+        ],
+        &[],
+        1024,
+    );
     assert_eq!(check(r), oor);
     assert!(state.lock().unwrap().writes.is_empty());
 }
@@ -510,7 +583,12 @@ fn lba_out_of_range() {
 #[test]
 fn transfer_larger_than_the_limit_is_an_invalid_field() {
     let (mut lun, _) = DiskSpec::default().lun();
-    let (r, _) = run(&mut lun, &[0x88, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 1, 0, 0, 0, 0], &[], 512);
+    let (r, _) = run(
+        &mut lun,
+        &[0x88, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 1, 0, 0, 0, 0],
+        &[],
+        512,
+    );
     assert_eq!(check(r), invalid_field(10));
 }
 
@@ -588,7 +666,9 @@ fn io_errors_are_medium_errors() {
     assert_eq!(check(r), expected);
 
     assert_eq!(
-        lun.metrics.io_errors.load(std::sync::atomic::Ordering::Relaxed),
+        lun.metrics
+            .io_errors
+            .load(std::sync::atomic::Ordering::Relaxed),
         5
     );
 }
@@ -606,11 +686,18 @@ fn synchronize_cache_flushes_the_backend() {
     let (mut lun, state) = DiskSpec::default().lun();
     let (r, _) = run(&mut lun, &[0x35, 0, 0, 0, 0, 0, 0, 0, 0, 0], &[], 0);
     assert!(r.is_ok());
-    let (r, _) = run(&mut lun, &[0x91, 0x02, 0, 0, 0, 0, 0, 0, 0, 16, 0, 0, 0, 16, 0, 0], &[], 0);
+    let (r, _) = run(
+        &mut lun,
+        &[0x91, 0x02, 0, 0, 0, 0, 0, 0, 0, 16, 0, 0, 0, 16, 0, 0],
+        &[],
+        0,
+    );
     assert!(r.is_ok());
     assert_eq!(state.lock().unwrap().flushes, 2);
     assert_eq!(
-        lun.metrics.flushes.load(std::sync::atomic::Ordering::Relaxed),
+        lun.metrics
+            .flushes
+            .load(std::sync::atomic::Ordering::Relaxed),
         2
     );
     // Range past the end.
@@ -756,7 +843,9 @@ fn write_same_16_with_unmap_is_write_zeroes_with_unmap() {
         vec![(64 * 512, 128 * 512, true)]
     );
     assert_eq!(
-        lun.metrics.unmaps.load(std::sync::atomic::Ordering::Relaxed),
+        lun.metrics
+            .unmaps
+            .load(std::sync::atomic::Ordering::Relaxed),
         1
     );
 }
@@ -781,7 +870,10 @@ fn write_same_zeroes_without_unmap_or_without_discard() {
     .lun();
     let (r, _) = run(&mut lun, &ws16(0x08, 0, 8), &[0; 512], 0);
     assert!(r.is_ok());
-    assert_eq!(state.lock().unwrap().write_zeroes, vec![(0, 8 * 512, false)]);
+    assert_eq!(
+        state.lock().unwrap().write_zeroes,
+        vec![(0, 8 * 512, false)]
+    );
 }
 
 #[test]
@@ -801,7 +893,12 @@ fn write_same_errors() {
     // Zero blocks (WSNZ) and more than the maximum.
     let (r, _) = run(&mut lun, &ws16(0x08, 0, 0), &[0; 512], 0);
     assert_eq!(check(r), invalid_field(10));
-    let (r, _) = run(&mut lun, &ws16(0x08, 0, MAX_WRITE_SAME_BLOCKS + 1), &[0; 512], 0);
+    let (r, _) = run(
+        &mut lun,
+        &ws16(0x08, 0, MAX_WRITE_SAME_BLOCKS + 1),
+        &[0; 512],
+        0,
+    );
     assert_eq!(check(r), invalid_field(10));
     let (r, _) = run(&mut lun, &ws10(0, 0, 0), &[0; 512], 0);
     assert_eq!(check(r), invalid_field(7));
