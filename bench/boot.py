@@ -36,6 +36,7 @@ Python 3 standard library only. Needs /dev/kvm; root for ftrace.
 
 import argparse
 import datetime
+import hashlib
 import json
 import os
 import platform
@@ -57,10 +58,13 @@ MEM_MIB = 256
 CHECKS = "boot,idle"
 BOOT_LINE = "OXVM-SELFTEST boot ok"
 IDLE_LINE = "OXVM-SELFTEST idle ok"
-# oxvm's default `cpu.kvm_pv_features: "safe"` is the host's set without
-# pv_send_ipi, pv_unhalt and pv_sched_yield (they hang SMP bring-up on PVM).
-# Offer the guest the same under QEMU.
-QEMU_CPU = "host,kvm-pv-ipi=off,kvm-pv-unhalt=off,kvm-pv-sched-yield=off"
+# The same CPU as oxvm offers: oxvm passes KVM_GET_SUPPORTED_CPUID through,
+# which QEMU does with `host,migratable=no` (plain `host` hides e.g. the
+# invariant TSC; the guest then stays on kvm-clock, which made QEMU boots here
+# several times slower, with RCU stalls). oxvm's default
+# `cpu.kvm_pv_features: "safe"` is the host's set without pv_send_ipi,
+# pv_unhalt and pv_sched_yield (they hang SMP bring-up on PVM): the same here.
+QEMU_CPU = "host,migratable=no,kvm-pv-ipi=off,kvm-pv-unhalt=off,kvm-pv-sched-yield=off"
 VMMS = ("oxvm", "qemu")
 
 
@@ -618,6 +622,14 @@ def print_tables(summary, nruns):
         print(f"  {'ratio':<8}{'oxvm/qemu = ' + ('-' if r is None else f'{r:.3f}'):>24}")
 
 
+def sha256(path):
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        for block in iter(lambda: f.read(1 << 20), b""):
+            h.update(block)
+    return h.hexdigest()
+
+
 def host_facts(args):
     def first_line(cmd):
         try:
@@ -691,9 +703,17 @@ def main():
             log(f"ftrace unavailable ({e}); metric 1a skipped")
 
     workdir = tempfile.mkdtemp(prefix="oxvm-bench.")
+    # Every boot uses one snapshot of the kernel, even if the file is rebuilt meanwhile.
+    kernel_src = args.kernel
+    args.kernel = os.path.join(workdir, os.path.basename(kernel_src))
+    shutil.copyfile(kernel_src, args.kernel)
     cmdline = kernel_cmdline()
     cmds = {"oxvm": oxvm_command(args, workdir, cmdline), "qemu": qemu_command(args, cmdline)}
     facts = host_facts(args)
+    facts["kernel_file"] = kernel_src
+    facts["kernel_sha256"] = sha256(args.kernel)[:16]
+    facts["oxvm_binary"] = args.oxvm
+    facts["oxvm_sha256"] = sha256(args.oxvm)[:16]
     log(f"work dir {workdir}; kernel {args.kernel}")
     for v in VMMS:
         log(f"{v}: {' '.join(cmds[v])}")
@@ -726,6 +746,8 @@ def main():
                     f"; VMM CPU {r['vmm_cpu_to_boot_ok_s']:.1f} s, others {r['others_cpu_pct']}%"
                     f", steal {r['steal_pct']}%, other VMs {r['other_vms_seen'] or 'none'}")
                 run[v] = r
+                with open(os.path.join(workdir, "results.json"), "w") as f:
+                    json.dump({"host": facts, "runs": runs + [run]}, f, indent=2)
             runs.append(run)
     except BenchError as e:
         failed = str(e)
@@ -745,7 +767,7 @@ def main():
     if args.json:
         print(json.dumps({
             "host": facts,
-            "config": {"kernel": args.kernel, "vcpus": VCPUS, "memory_mib": MEM_MIB,
+            "config": {"kernel": kernel_src, "vcpus": VCPUS, "memory_mib": MEM_MIB,
                        "cmdline": cmdline, "commands": cmds, "runs": len(runs)},
             "runs": runs,
             "summary": summary,
@@ -755,7 +777,8 @@ def main():
         print(f"oxvm vs QEMU microvm boot benchmark, {len(runs)} run(s) each, {facts['date']}")
         print(f"host: {facts['kernel']}, {facts['cpus']} CPUs, PVM={facts['kvm_pvm']}; "
               f"{facts['qemu_version']}; oxvm {facts['oxvm_git']}")
-        print(f"guest: {os.path.relpath(args.kernel, REPO)}, {VCPUS} vCPUs, {MEM_MIB} MiB, "
+        print(f"oxvm binary: {args.oxvm} (sha256 {facts['oxvm_sha256']})")
+        print(f"guest: {kernel_src} (sha256 {facts['kernel_sha256']}), {VCPUS} vCPUs, {MEM_MIB} MiB, "
               f"cmdline: {cmdline}")
         print_tables(summary, len(runs))
     if not failed and not args.keep:
