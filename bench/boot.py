@@ -373,7 +373,7 @@ def proc_cpu(pid):
 
 
 def wait_quiet(args, tag):
-    """Wait until no other VM runs and the machine is nearly idle (<= --quiet-wait s)."""
+    """Wait until the machine is nearly idle (<= --quiet-wait s); other VMs are logged."""
     if args.quiet_wait <= 0:
         return 0.0
     start = time.monotonic()
@@ -385,9 +385,10 @@ def wait_quiet(args, tag):
         b1, s1, t1 = cpu_times()
         busy = (b1 - b0) / max(1, t1 - t0)
         waited = time.monotonic() - start
-        if not users and busy < 0.15:
+        # Idle VMs of other users cost little; what distorts numbers is CPU use.
+        if busy < 0.15:
             if waited > 5:
-                log(f"{tag}: machine quiet after {waited:.0f} s")
+                log(f"{tag}: machine quiet after {waited:.0f} s (other VMs: {users or 'none'})")
             return waited
         if waited >= args.quiet_wait:
             log(f"{tag}: machine still busy after {waited:.0f} s (other VMs {users}, "
@@ -666,8 +667,8 @@ def main():
     p.add_argument("--settle", type=float, default=2.0,
                    help="seconds to wait after the idle line before sampling memory (default 2)")
     p.add_argument("--quiet-wait", type=float, default=900,
-                   help="before each boot, wait up to this many seconds until no other VM runs "
-                        "and the CPUs are idle (default 900; 0: do not wait)")
+                   help="before each boot, wait up to this many seconds until the CPUs are "
+                        "nearly idle (< 15%% busy; default 900; 0: do not wait)")
     p.add_argument("--no-strace", action="store_true", help="skip metric 1b")
     p.add_argument("--no-ftrace", action="store_true", help="skip metric 1a")
     p.add_argument("--only", choices=VMMS, help="run one VMM only (diagnosis; no ratios)")
@@ -776,7 +777,7 @@ def main():
     else:
         print(f"oxvm vs QEMU microvm boot benchmark, {len(runs)} run(s) each, {facts['date']}")
         print(f"host: {facts['kernel']}, {facts['cpus']} CPUs, PVM={facts['kvm_pvm']}; "
-              f"{facts['qemu_version']}; oxvm {facts['oxvm_git']}")
+              f"{facts['qemu_version']}; repo at {facts['oxvm_git']}")
         print(f"oxvm binary: {args.oxvm} (sha256 {facts['oxvm_sha256']})")
         print(f"guest: {kernel_src} (sha256 {facts['kernel_sha256']}), {VCPUS} vCPUs, {MEM_MIB} MiB, "
               f"cmdline: {cmdline}")

@@ -134,3 +134,21 @@ fn runs_under_nice() {
     vm.signal(libc::SIGTERM);
     assert_eq!(vm.wait(T).code(), Some(128 + libc::SIGTERM));
 }
+
+#[test]
+fn sigusr1_dumps_every_vcpu_and_the_vm_keeps_running() {
+    let s = Scratch::new();
+    let mut vm = spinning_vm(&s);
+    vm.signal(libc::SIGUSR1);
+    assert!(
+        vm.stderr.wait_until(T, |e| e.contains("vCPU 0 registers")
+            && e.contains("vCPU 1 registers")),
+        "{}",
+        vm.stderr.text()
+    );
+    assert!(vm.stderr.text().contains("rip=0x"));
+    // Still running: it ends only on the stop signal.
+    assert_eq!(vm.child.try_wait().unwrap(), None);
+    vm.signal(libc::SIGTERM);
+    assert_eq!(vm.wait(T).code(), Some(128 + libc::SIGTERM));
+}

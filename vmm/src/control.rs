@@ -31,6 +31,8 @@ enum Outcome {
     Reset,
     Failed,
     Signal(i32),
+    /// Not an end: dump the vCPUs' registers and keep running.
+    DumpRegisters,
 }
 
 /// Waits on the event fds; records the first outcome.
@@ -64,6 +66,7 @@ impl MutEventSubscriber for Watcher {
             Outcome::Failed
         } else {
             match signals::read_signal(fd) {
+                Some(signals::DUMP_SIGNAL) => Outcome::DumpRegisters,
                 Some(s) => Outcome::Signal(s),
                 None => return,
             }
@@ -110,8 +113,10 @@ pub fn run_vm(cfg: &VmConfig) -> Result<VmExit, VmmError> {
                 tracing::error!("event loop: {e:?}");
             }
             let mut w = watcher.lock().unwrap_or_else(|e| e.into_inner());
-            if let Some(o) = w.outcome.take() {
-                break o;
+            match w.outcome.take() {
+                Some(Outcome::DumpRegisters) => vcpus.iter().for_each(|v| v.request_dump()),
+                Some(o) => break o,
+                None => {}
             }
         };
         stop_all(&mut vcpus);
@@ -138,6 +143,7 @@ pub fn run_vm(cfg: &VmConfig) -> Result<VmExit, VmmError> {
                 tracing::info!("stopping on {}", signals::signal_name(s));
                 return Ok(VmExit::Signal(s));
             }
+            Outcome::DumpRegisters => unreachable!("handled in the wait loop"),
         }
     }
 }

@@ -6,20 +6,22 @@ use std::os::fd::{AsRawFd, FromRawFd, OwnedFd, RawFd};
 
 /// Signals that stop the VM.
 pub const STOP_SIGNALS: [libc::c_int; 3] = [libc::SIGTERM, libc::SIGINT, libc::SIGHUP];
+/// Signal that dumps every vCPU's registers to stderr, the VM keeps running.
+pub const DUMP_SIGNAL: libc::c_int = libc::SIGUSR1;
 
 fn stop_sigset() -> libc::sigset_t {
     // SAFETY: sigemptyset/sigaddset only write the local set we pass them.
     unsafe {
         let mut set: libc::sigset_t = std::mem::zeroed();
         libc::sigemptyset(&mut set);
-        for s in STOP_SIGNALS {
+        for s in STOP_SIGNALS.into_iter().chain([DUMP_SIGNAL]) {
             libc::sigaddset(&mut set, s);
         }
         set
     }
 }
 
-/// Block the stop signals in the calling thread (and so in every thread it spawns
+/// Block the stop and dump signals in the calling thread (and so in every thread it spawns
 /// afterwards) and return a signalfd that reports them. Call before spawning threads.
 pub fn block_stop_signals() -> std::io::Result<OwnedFd> {
     let set = stop_sigset();

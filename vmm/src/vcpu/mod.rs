@@ -60,6 +60,7 @@ pub fn create_vcpu(
 pub struct VcpuHandle {
     index: u32,
     stop: Arc<AtomicBool>,
+    dump: Arc<AtomicBool>,
     thread: Option<JoinHandle<()>>,
 }
 
@@ -67,6 +68,16 @@ impl VcpuHandle {
     /// Ask the thread to leave KVM_RUN and end.
     pub fn request_stop(&self) {
         self.stop.store(true, Ordering::SeqCst);
+        self.kick();
+    }
+
+    /// Ask the thread to print its registers to stderr and go on running.
+    pub fn request_dump(&self) {
+        self.dump.store(true, Ordering::SeqCst);
+        self.kick();
+    }
+
+    fn kick(&self) {
         if let Some(t) = &self.thread {
             if !t.is_finished() {
                 if let Err(e) = t.kill(kick::kick_signal()) {
@@ -95,16 +106,27 @@ pub fn spawn_vcpu(
     events: VmEvents,
 ) -> Result<VcpuHandle, VmmError> {
     let stop = Arc::new(AtomicBool::new(false));
-    let thread_stop = stop.clone();
+    let dump = Arc::new(AtomicBool::new(false));
+    let flags = VcpuFlags {
+        stop: stop.clone(),
+        dump: dump.clone(),
+    };
     let thread = std::thread::Builder::new()
         .name(format!("vcpu{index}"))
-        .spawn(move || run_vcpu(index, vcpu, &pio, &mmio, &events, &thread_stop))
+        .spawn(move || run_vcpu(index, vcpu, &pio, &mmio, &events, &flags))
         .map_err(|source| VmmError::VcpuThread { index, source })?;
     Ok(VcpuHandle {
         index,
         stop,
+        dump,
         thread: Some(thread),
     })
+}
+
+/// Requests from the control thread, checked whenever KVM_RUN returns.
+struct VcpuFlags {
+    stop: Arc<AtomicBool>,
+    dump: Arc<AtomicBool>,
 }
 
 fn run_vcpu(
@@ -113,15 +135,18 @@ fn run_vcpu(
     pio: &Bus,
     mmio: &Bus,
     events: &VmEvents,
-    stop: &AtomicBool,
+    flags: &VcpuFlags,
 ) {
     kick::bind_immediate_exit(&mut vcpu.get_kvm_run().immediate_exit as *mut u8);
     loop {
         // Clear before checking the flag: a kick that lands after this point either
         // sees the flag set or makes the next KVM_RUN return at once.
         vcpu.set_kvm_immediate_exit(0);
-        if stop.load(Ordering::SeqCst) {
+        if flags.stop.load(Ordering::SeqCst) {
             break;
+        }
+        if flags.dump.swap(false, Ordering::SeqCst) {
+            eprint!("{}", dump::dump_registers(index, &vcpu));
         }
         let action = exit::handle(index, vcpu.run(), pio, mmio);
         match action {
