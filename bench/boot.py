@@ -674,6 +674,7 @@ def main():
     p.add_argument("--only", choices=VMMS, help="run one VMM only (diagnosis; no ratios)")
     p.add_argument("--keep", action="store_true", help="keep the work directory (consoles, strace logs)")
     p.add_argument("--json", action="store_true", help="print JSON instead of tables")
+    p.add_argument("--json-out", metavar="FILE", help="also write the JSON to FILE")
     args = p.parse_args()
     if args.runs < 1:
         p.error("--runs must be >= 1")
@@ -765,15 +766,19 @@ def main():
             sys.exit(1)
 
     summary = summarize(runs)
+    doc = {
+        "host": facts,
+        "config": {"kernel": kernel_src, "vcpus": VCPUS, "memory_mib": MEM_MIB,
+                   "cmdline": cmdline, "commands": cmds, "runs": len(runs)},
+        "runs": runs,
+        "summary": summary,
+        "failed": failed,
+    }
+    if args.json_out:
+        with open(args.json_out, "w") as f:
+            json.dump(doc, f, indent=2)
     if args.json:
-        print(json.dumps({
-            "host": facts,
-            "config": {"kernel": kernel_src, "vcpus": VCPUS, "memory_mib": MEM_MIB,
-                       "cmdline": cmdline, "commands": cmds, "runs": len(runs)},
-            "runs": runs,
-            "summary": summary,
-            "failed": failed,
-        }, indent=2))
+        print(json.dumps(doc, indent=2))
     else:
         print(f"oxvm vs QEMU microvm boot benchmark, {len(runs)} run(s) each, {facts['date']}")
         print(f"host: {facts['kernel']}, {facts['cpus']} CPUs, PVM={facts['kvm_pvm']}; "

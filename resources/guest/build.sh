@@ -14,7 +14,6 @@ GUEST_DIR="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
 REPO="$(cd "$GUEST_DIR/../.." && pwd)"
 OUT_DIR="$REPO/target/guest"
 CACHE_ROOT="${OXVM_GUEST_CACHE:-${HOME:?HOME is not set; set OXVM_GUEST_CACHE}/.cache/oxvm/guest}"
-FRAGMENT="$GUEST_DIR/config.fragment"
 SRC_PKG="linux-source-6.1"
 SRC_TARBALL="/usr/src/linux-source-6.1.tar.xz"
 DEPS=(linux-source-6.1 flex bison bc libelf-dev libssl-dev lz4 build-essential xz-utils patch)
@@ -22,12 +21,20 @@ DEPS=(linux-source-6.1 flex bison bc libelf-dev libssl-dev lz4 build-essential x
 log() { echo "guest kernel: $*" >&2; }
 die() { echo "guest kernel: ERROR: $*" >&2; exit 1; }
 
-shopt -s nullglob
-PATCHES=("$GUEST_DIR"/patches/*.patch)
-# The selftest: oxvm_selftest.c (runner, boot/idle checks), one file per device
-# family, and their shared header; all built into drivers/misc/.
-SELFTEST_FILES=("$GUEST_DIR"/oxvm_selftest*.c "$GUEST_DIR"/oxvm_selftest.h)
-shopt -u nullglob
+# The inputs, relative to a recipe directory (resources/guest/, or the
+# snapshot a build takes of it): this script, the config fragment, the
+# selftest (oxvm_selftest.c: runner, boot/idle checks; one file per device
+# family; their shared header; all built into drivers/misc/) and the patches.
+input_files() {
+	local dir="$1" f
+	(
+		cd "$dir"
+		shopt -s nullglob
+		for f in build.sh config.fragment oxvm_selftest*.c oxvm_selftest.h patches/*.patch; do
+			[[ -f "$f" ]] && echo "$f"
+		done
+	)
+}
 
 pkg_installed_version() {
 	local status
@@ -51,13 +58,13 @@ source_version() {
 }
 
 inputs_hash() {
-	local version="$1"
+	local version="$1" dir="$2" f
 	{
 		echo "linux-source-6.1 $version"
-		for f in "$GUEST_DIR/build.sh" "$FRAGMENT" "${SELFTEST_FILES[@]}" "${PATCHES[@]}"; do
-			echo "== ${f#"$GUEST_DIR"/}"
-			cat "$f"
-		done
+		while IFS= read -r f; do
+			echo "== $f"
+			cat "$dir/$f"
+		done < <(input_files "$dir")
 	} | sha256sum | cut -d' ' -f1
 }
 
@@ -95,7 +102,7 @@ ensure_deps() {
 
 # Check that every option the fragment sets survived olddefconfig.
 verify_config() {
-	local config="$1" line opt bad=0
+	local config="$1" fragment="$2" line opt bad=0
 	while IFS= read -r line || [[ -n "$line" ]]; do
 		if [[ "$line" =~ ^(CONFIG_[A-Za-z0-9_]+)=(.*)$ ]]; then
 			opt="${BASH_REMATCH[1]}"
@@ -110,14 +117,14 @@ verify_config() {
 				bad=1
 			fi
 		fi
-	done < "$FRAGMENT"
+	done < "$fragment"
 	[[ $bad -eq 0 ]] || die "config fragment not satisfied (see the options above)"
 }
 
 # ---- Fast path: cache hit, no lock, no apt, no build. ----------------------
 version="$(source_version)"
 if [[ -n "$version" ]]; then
-	hash="$(inputs_hash "$version")"
+	hash="$(inputs_hash "$version" "$GUEST_DIR")"
 	if cache_complete "$CACHE_ROOT/$hash"; then
 		install_outputs "$CACHE_ROOT/$hash" "$hash"
 		echo "guest kernel: cached ${hash:0:12} (linux-source-6.1 $version) copied from $CACHE_ROOT/$hash to $OUT_DIR"
@@ -137,16 +144,6 @@ ensure_deps
 version="$(pkg_installed_version "$SRC_PKG")"
 [[ -n "$version" ]] || die "$SRC_PKG is not installed"
 [[ -f "$SRC_TARBALL" ]] || die "$SRC_TARBALL missing (package $SRC_PKG $version installed?)"
-hash="$(inputs_hash "$version")"
-entry="$CACHE_ROOT/$hash"
-
-if cache_complete "$entry"; then
-	# Built meanwhile by a concurrent invocation, or the hash became known
-	# only after installing the package.
-	install_outputs "$entry" "$hash"
-	echo "guest kernel: cached ${hash:0:12} (linux-source-6.1 $version) copied from $entry to $OUT_DIR"
-	exit 0
-fi
 
 # Trees of earlier failed builds (nobody else builds: we hold the lock).
 for stale in "$CACHE_ROOT"/build.*; do
@@ -156,6 +153,27 @@ done
 start=$SECONDS
 build="$(mktemp -d "$CACHE_ROOT/build.XXXXXX")"
 buildlog="$build/build.log"
+
+# Snapshot the inputs: the hash and the build both use this copy, so edits
+# made to resources/guest/ during the build cannot end up in a cache entry
+# labelled with another hash.
+inputs="$build/inputs"
+mkdir -p "$inputs/patches"
+while IFS= read -r f; do
+	cp "$GUEST_DIR/$f" "$inputs/$f"
+done < <(input_files "$GUEST_DIR")
+hash="$(inputs_hash "$version" "$inputs")"
+entry="$CACHE_ROOT/$hash"
+
+if cache_complete "$entry"; then
+	# Built meanwhile by a concurrent invocation, or the hash became known
+	# only after installing the package.
+	rm -rf "$build"
+	install_outputs "$entry" "$hash"
+	echo "guest kernel: cached ${hash:0:12} (linux-source-6.1 $version) copied from $entry to $OUT_DIR"
+	exit 0
+fi
+
 on_exit() {
 	local rc=$?
 	if [[ $rc -ne 0 && -d "$build" ]]; then
@@ -173,24 +191,29 @@ tar -C "$build" -xf "$SRC_TARBALL"
 src="$build/linux-source-6.1"
 [[ -d "$src" ]] || die "$SRC_TARBALL did not contain linux-source-6.1/"
 
-for p in "${PATCHES[@]}"; do
-	log "applying $(basename "$p")"
-	patch -d "$src" -p1 --forward --batch --quiet < "$p" || die "patch $(basename "$p") failed"
-done
-for f in "${SELFTEST_FILES[@]}"; do
-	cp "$f" "$src/drivers/misc/"
+while IFS= read -r f; do
 	case "$f" in
-	*.c) echo "obj-y += $(basename "${f%.c}").o" >> "$src/drivers/misc/Makefile" ;;
+	patches/*.patch)
+		log "applying ${f#patches/}"
+		patch -d "$src" -p1 --forward --batch --quiet < "$inputs/$f" || die "patch $f failed"
+		;;
+	oxvm_selftest*.c)
+		cp "$inputs/$f" "$src/drivers/misc/"
+		echo "obj-y += ${f%.c}.o" >> "$src/drivers/misc/Makefile"
+		;;
+	oxvm_selftest*.h)
+		cp "$inputs/$f" "$src/drivers/misc/"
+		;;
 	esac
-done
+done < <(input_files "$inputs")
 
 log "configuring (tinyconfig + config.fragment)"
 {
 	make -C "$src" tinyconfig
-	(cd "$src" && scripts/kconfig/merge_config.sh -m .config "$FRAGMENT")
+	(cd "$src" && scripts/kconfig/merge_config.sh -m .config "$inputs/config.fragment")
 	make -C "$src" olddefconfig
 } >> "$buildlog" 2>&1 || die "configuration failed"
-verify_config "$src/.config"
+verify_config "$src/.config" "$inputs/config.fragment"
 
 log "compiling with -j$(nproc)"
 make -C "$src" -j"$(nproc)" vmlinux bzImage >> "$buildlog" 2>&1 || die "kernel build failed"

@@ -86,7 +86,7 @@ __setup("oxvm.selftest=", oxvm_selftest_setup);
 /* ---- Checks --------------------------------------------------------------- */
 
 /* boot: the CPUs and memory the guest sees. */
-static int oxvm_check_boot(char *details, size_t len)
+static int __init oxvm_check_boot(char *details, size_t len)
 {
 	unsigned long long ram_kib = 0;
 	unsigned int nr, i;
@@ -111,7 +111,7 @@ static int oxvm_check_boot(char *details, size_t len)
  * idle: stay up until the power button is pressed. The runner handles the
  * never-returning part (see OXVM_CHECK_IDLE); this only sets the details.
  */
-static int oxvm_check_idle(char *details, size_t len)
+static int __init oxvm_check_idle(char *details, size_t len)
 {
 	scnprintf(details, len, "waiting");
 	return 0;
@@ -125,7 +125,7 @@ struct oxvm_check {
 	unsigned int flags;
 };
 
-static const struct oxvm_check oxvm_checks[] = {
+static const struct oxvm_check oxvm_checks[] __initconst = {
 	{ "boot", oxvm_check_boot, 0 },
 	{ "blk", oxvm_check_blk, 0 },
 	{ "scsi", oxvm_check_scsi, 0 },

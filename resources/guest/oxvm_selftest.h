@@ -7,11 +7,12 @@
 #ifndef OXVM_SELFTEST_H
 #define OXVM_SELFTEST_H
 
+#include <linux/init.h>
 #include <linux/types.h>
 
-int oxvm_check_blk(char *details, size_t len);
-int oxvm_check_scsi(char *details, size_t len);
-int oxvm_check_net(char *details, size_t len);
+int __init oxvm_check_blk(char *details, size_t len);
+int __init oxvm_check_scsi(char *details, size_t len);
+int __init oxvm_check_net(char *details, size_t len);
 
 /* Value of oxvm.net= ("<host-ipv4>:<udp-port>"), or NULL. */
 extern const char *oxvm_net_target;

@@ -45,7 +45,7 @@ struct oxvm_disks {
 	dev_t devts[OXVM_MAX_DISKS];
 };
 
-static int oxvm_collect_disk(struct device *dev, void *data)
+static int __init oxvm_collect_disk(struct device *dev, void *data)
 {
 	struct oxvm_disks *d = data;
 	struct block_device *bdev = dev_to_bdev(dev);
@@ -61,7 +61,7 @@ static int oxvm_collect_disk(struct device *dev, void *data)
 	return 0;
 }
 
-static void oxvm_fill_pattern(u8 *buf, const char *disk)
+static void __init oxvm_fill_pattern(u8 *buf, const char *disk)
 {
 	int j, n;
 
@@ -74,7 +74,7 @@ static void oxvm_fill_pattern(u8 *buf, const char *disk)
 }
 
 /* Read a small sysfs attribute (sysfs is mounted on /sys by the caller). */
-static void oxvm_read_attr(const char *path, char *out, size_t len)
+static void __init oxvm_read_attr(const char *path, char *out, size_t len)
 {
 	struct file *f;
 	loff_t pos = 0;
@@ -106,7 +106,7 @@ static void oxvm_read_attr(const char *path, char *out, size_t len)
 }
 
 /* virtio-blk: /sys/block/vdX/serial; sd: the text of VPD page 0x80. */
-static void oxvm_disk_serial(const char *disk, char *out, size_t len)
+static void __init oxvm_disk_serial(const char *disk, char *out, size_t len)
 {
 	char path[96];
 
@@ -138,7 +138,7 @@ static void oxvm_disk_serial(const char *disk, char *out, size_t len)
 	}
 }
 
-static int oxvm_check_one(const char *disk, dev_t devt, char *out, size_t len)
+static int __init oxvm_check_one(const char *disk, dev_t devt, char *out, size_t len)
 {
 	char path[48], serial[48];
 	struct block_device *bdev;
@@ -254,7 +254,7 @@ out_free:
 	return ret;
 }
 
-static int oxvm_check_disks(const char *prefix, char *details, size_t len)
+static int __init oxvm_check_disks(const char *prefix, char *details, size_t len)
 {
 	struct oxvm_disks *d;
 	char entry[192];
@@ -292,12 +292,12 @@ static int oxvm_check_disks(const char *prefix, char *details, size_t len)
 	return ret;
 }
 
-int oxvm_check_blk(char *details, size_t len)
+int __init oxvm_check_blk(char *details, size_t len)
 {
 	return oxvm_check_disks("vd", details, len);
 }
 
-int oxvm_check_scsi(char *details, size_t len)
+int __init oxvm_check_scsi(char *details, size_t len)
 {
 	return oxvm_check_disks("sd", details, len);
 }

@@ -39,7 +39,7 @@ static const int oxvm_sizes[] = { 16, 100, 512, 1000, 1400, 64, 1472, 8 };
 #define OXVM_TRIES 10
 
 /* One round trip: send `len` bytes, wait for the same bytes back. */
-static int oxvm_echo(struct socket *sock, struct sockaddr_in *to, u8 *out,
+static int __init oxvm_echo(struct socket *sock, struct sockaddr_in *to, u8 *out,
 		     u8 *in, int len)
 {
 	struct msghdr msg = { };
@@ -66,7 +66,7 @@ static int oxvm_echo(struct socket *sock, struct sockaddr_in *to, u8 *out,
 	return -ETIMEDOUT;
 }
 
-int oxvm_check_net(char *details, size_t len)
+int __init oxvm_check_net(char *details, size_t len)
 {
 	struct sockaddr_in to = { .sin_family = AF_INET };
 	struct net_device *dev;
