@@ -26,7 +26,14 @@ fn boot_and_check(kernel: &str, entry: &str) {
     );
     let mut vm = RunningVm::start(&file);
 
-    // While the guest boots, the host sees one thread per vCPU and the VM's name.
+    // While the guest boots, the host sees one thread per vCPU and the VM's name. The
+    // kernel's first console line means vcpu0 runs, and oxvm starts running vCPUs only
+    // once every vCPU thread exists.
+    vm.expect_stdout(
+        BOOT_TIMEOUT,
+        |o| o.contains("Linux version"),
+        "the first console line",
+    );
     let names = vm.thread_names();
     for want in [name.as_str(), "vcpu0", "vcpu1"] {
         assert!(names.iter().any(|n| n == want), "{want} not in {names:?}");

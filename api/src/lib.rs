@@ -11,3 +11,11 @@ pub use config::{
     DiskConfig, DiskFormat, IoMode, IoTune, KvmPvFeatures, NicConfig, NicModel, OnReboot,
     RawPayload, SerialConfig, SerialMode, VmConfig,
 };
+
+// OpenNebula templates as VM files, and loading a VM file of either format.
+pub mod template;
+
+pub use template::{
+    convert_template, load_vm_file, parse_template, read_vm_file, Converted, Paths, TemplateError,
+    TemplateExtras, VmFile, VmFileError, VmFileFormat, Warning,
+};

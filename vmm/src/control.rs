@@ -92,6 +92,8 @@ impl WithEvents for Events {
 pub fn run_vm(cfg: &VmConfig) -> Result<VmExit, VmmError> {
     crate::thread_name::set_current(&cfg.name);
     let signal_fd = signals::block_stop_signals()?;
+    // Enter the VM's cgroup before the machine exists, so guest RAM is charged to it.
+    let _resources = crate::cgroup::apply(cfg)?;
     crate::vcpu::kick::install_kick_handler()?;
     let kvm = Kvm::new().map_err(VmmError::KvmOpen)?;
     let events = VmEvents::new()?;

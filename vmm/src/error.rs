@@ -33,6 +33,9 @@ pub enum VmmError {
     VcpuFailed { index: u32, reason: String },
     #[error("cannot start vCPU thread {index}: {source}")]
     VcpuThread { index: u32, source: std::io::Error },
+    /// `resources` (cgroup, vCPU pinning) could not be applied on this host.
+    #[error(transparent)]
+    Cgroup(#[from] crate::cgroup::CgroupError),
 }
 
 pub(crate) fn kvm_err(op: &'static str) -> impl FnOnce(kvm_ioctls::Error) -> VmmError {

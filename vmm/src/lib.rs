@@ -1,5 +1,6 @@
 //! oxvm VMM core: builds a VM from its config and runs it, one thread per vCPU.
 
+mod cgroup;
 pub mod control;
 mod devices;
 mod error;

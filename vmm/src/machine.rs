@@ -20,12 +20,14 @@ use crate::events::VmEvents;
 use crate::interrupts::InterruptManager;
 use crate::memory::create_guest_memory;
 use crate::platform::{attach_platform, Platform};
-use crate::vcpu::{create_vcpu, spawn_vcpu, VcpuHandle, VcpuSetup};
+use crate::vcpu::{create_vcpu, spawn_vcpu, StartGate, VcpuHandle, VcpuSetup};
 
 /// A built, not yet running machine.
 pub struct Machine {
     // Field order is drop order: vCPUs and devices before the VM, the VM before memory.
     vcpus: Vec<VcpuFd>,
+    /// Host CPUs each vCPU thread is pinned to (`resources.vcpu_pinning`).
+    pinning: Vec<Option<Vec<usize>>>,
     pci: PciBus,
     platform: Platform,
     mmio: Bus,
@@ -121,8 +123,17 @@ impl Machine {
             entry,
             oxvm_api::config::kvm_pv_feature_names(kvm_pv_features)
         );
+        let pinning = (0..cfg.vcpus as usize)
+            .map(|i| {
+                cfg.resources
+                    .as_ref()
+                    .and_then(|r| r.vcpu_pinning.as_ref())
+                    .and_then(|p| p.get(i).cloned())
+            })
+            .collect();
         Ok(Machine {
             vcpus,
+            pinning,
             pci,
             platform,
             mmio,
@@ -132,7 +143,9 @@ impl Machine {
     }
 
     /// Start one thread per vCPU.
+    /// Start one thread per vCPU; they begin running the guest together once all exist.
     pub fn start(&mut self, events: &VmEvents) -> Result<Vec<VcpuHandle>, VmmError> {
+        let gate = Arc::new(StartGate::default());
         let mut handles: Vec<VcpuHandle> = Vec::new();
         for (i, vcpu) in self.vcpus.drain(..).enumerate() {
             let started = events.try_clone().map_err(VmmError::Io).and_then(|ev| {
@@ -142,16 +155,20 @@ impl Machine {
                     self.platform.pio.clone(),
                     self.mmio.clone(),
                     ev,
+                    gate.clone(),
+                    self.pinning.get(i).cloned().flatten(),
                 )
             });
             match started {
                 Ok(h) => handles.push(h),
                 Err(e) => {
+                    gate.open(false);
                     stop_all(&mut handles);
                     return Err(e);
                 }
             }
         }
+        gate.open(true);
         Ok(handles)
     }
 }

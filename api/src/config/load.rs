@@ -32,7 +32,9 @@ impl VmConfig {
         Ok(cfg)
     }
 
-    fn resolve_paths(&mut self, base: &Path) {
+    /// Resolve relative paths against `base` (the VM file's folder). Also used for
+    /// OpenNebula templates (`crate::template`), so both formats resolve alike.
+    pub(crate) fn resolve_paths(&mut self, base: &Path) {
         let fix = |p: &mut PathBuf| {
             if p.is_relative() {
                 *p = base.join(&*p);

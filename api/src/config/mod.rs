@@ -6,6 +6,7 @@ mod disk;
 mod error;
 mod load;
 mod nic;
+mod resources;
 mod serial;
 mod validate;
 mod vm;
@@ -15,6 +16,7 @@ pub use cpu::{names_of as kvm_pv_feature_names, CpuConfig, KvmPvFeatures};
 pub use disk::{CacheMode, DiscardMode, DiskBus, DiskConfig, DiskFormat, IoMode, IoTune};
 pub use error::ConfigError;
 pub use nic::{parse_mac, NicConfig, NicModel};
+pub use resources::{Resources, DEFAULT_CGROUP_PARENT};
 pub use serial::{SerialConfig, SerialMode};
 pub use vm::{OnReboot, VmConfig};
 

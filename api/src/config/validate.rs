@@ -60,6 +60,9 @@ impl VmConfig {
             return Err(ConfigError::invalid("boot.cmdline", "contains a NUL byte"));
         }
         self.validate_devices()?;
+        if let Some(r) = &self.resources {
+            r.validate(self.vcpus, self.memory_mib)?;
+        }
         self.cpu
             .kvm_pv_features
             .resolve(u32::MAX)

@@ -1,6 +1,6 @@
 use serde::{Deserialize, Serialize};
 
-use super::{BootConfig, CpuConfig, DiskConfig, NicConfig, SerialConfig};
+use super::{BootConfig, CpuConfig, DiskConfig, NicConfig, Resources, SerialConfig};
 
 /// A whole VM: what `oxvm run` boots. New device arrays (disks, nics) and the API socket
 /// are added here as optional fields with serde defaults, so old files stay valid.
@@ -23,6 +23,9 @@ pub struct VmConfig {
     pub disks: Vec<DiskConfig>,
     #[serde(default)]
     pub nics: Vec<NicConfig>,
+    /// Host resource control: CPU weight, memory limit (a cgroup), vCPU pinning.
+    #[serde(default)]
+    pub resources: Option<Resources>,
 }
 
 fn default_vcpus() -> u32 {

@@ -96,14 +96,43 @@ impl VcpuHandle {
     }
 }
 
-/// Start the thread `vcpu<index>` running `vcpu` until stopped or until the guest
-/// powers off, resets or fails.
+/// Holds vCPU threads until every one of them exists, so the guest never runs with
+/// part of its vCPUs missing (and `top -H` shows all of them from the first
+/// instruction on).
+#[derive(Default)]
+pub struct StartGate {
+    state: std::sync::Mutex<Option<bool>>,
+    cv: std::sync::Condvar,
+}
+
+impl StartGate {
+    /// Release the threads: `true` to run, `false` to end them without running.
+    pub fn open(&self, run: bool) {
+        *self.state.lock().unwrap_or_else(|e| e.into_inner()) = Some(run);
+        self.cv.notify_all();
+    }
+
+    fn wait(&self) -> bool {
+        let mut s = self.state.lock().unwrap_or_else(|e| e.into_inner());
+        loop {
+            if let Some(run) = *s {
+                return run;
+            }
+            s = self.cv.wait(s).unwrap_or_else(|e| e.into_inner());
+        }
+    }
+}
+
+/// Start the thread `vcpu<index>`; it waits at `gate`, then runs `vcpu` until stopped or
+/// until the guest powers off, resets or fails.
 pub fn spawn_vcpu(
     index: u32,
     vcpu: VcpuFd,
     pio: Bus,
     mmio: Bus,
     events: VmEvents,
+    gate: Arc<StartGate>,
+    pin: Option<Vec<usize>>,
 ) -> Result<VcpuHandle, VmmError> {
     let stop = Arc::new(AtomicBool::new(false));
     let dump = Arc::new(AtomicBool::new(false));
@@ -113,7 +142,19 @@ pub fn spawn_vcpu(
     };
     let thread = std::thread::Builder::new()
         .name(format!("vcpu{index}"))
-        .spawn(move || run_vcpu(index, vcpu, &pio, &mmio, &events, &flags))
+        .spawn(move || {
+            // Pinned before the guest runs, so no guest instruction runs elsewhere.
+            if let Some(cpus) = &pin {
+                if let Err(e) = crate::cgroup::pin_current_thread(cpus) {
+                    eprintln!("oxvm: vCPU {index}: {e}");
+                    fire(&events.error);
+                    return;
+                }
+            }
+            if gate.wait() {
+                run_vcpu(index, vcpu, &pio, &mmio, &events, &flags)
+            }
+        })
         .map_err(|source| VmmError::VcpuThread { index, source })?;
     Ok(VcpuHandle {
         index,
