@@ -103,6 +103,11 @@ pub(super) fn map(t: &Template) -> Result<Converted, TemplateError> {
         "disks": disks,
         "nics": nics,
     });
+    // CPU is OpenNebula's CPU share (1.0 = one full share): the cgroup CPU weight, as
+    // its KVM driver writes cpu.shares = CPU x 1024.
+    if let Some(cpu) = out.extras.cpu {
+        doc["resources"] = json!({ "cpu_weight": cpu });
+    }
     map_os::apply_raw(t, &mut doc, &mut out)?;
     let config: VmConfig = serde_json::from_value(doc).map_err(|e| {
         let (pos, attribute) = out.raw.clone().unwrap_or_default();

@@ -109,14 +109,7 @@ pub fn read_vm_file(path: &Path, paths: Paths) -> Result<VmFile, VmFileError> {
                 path: path.to_path_buf(),
                 source,
             })?;
-            let mut warnings: Vec<String> = c.warnings.iter().map(ToString::to_string).collect();
-            // CPU is kept in the extras until the mapping fills `resources` with it; the
-            // VM file loses it meanwhile, which the user must hear about.
-            if let Some(cpu) = c.extras.cpu {
-                warnings.push(format!(
-                    "CPU = {cpu}: the CPU share is not applied yet; ignored"
-                ));
-            }
+            let warnings: Vec<String> = c.warnings.iter().map(ToString::to_string).collect();
             Ok(VmFile {
                 format: VmFileFormat::OpenNebula,
                 config: c.config,
