@@ -162,13 +162,13 @@ impl Machine {
             match started {
                 Ok(h) => handles.push(h),
                 Err(e) => {
-                    gate.open(false);
+                    gate.cancel();
                     stop_all(&mut handles);
                     return Err(e);
                 }
             }
         }
-        gate.open(true);
+        gate.open_when_arrived(handles.len());
         Ok(handles)
     }
 }

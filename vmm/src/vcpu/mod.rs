@@ -96,26 +96,49 @@ impl VcpuHandle {
     }
 }
 
-/// Holds vCPU threads until every one of them exists, so the guest never runs with
-/// part of its vCPUs missing (and `top -H` shows all of them from the first
-/// instruction on).
+/// Holds vCPU threads until every one of them is running (and so carries its name),
+/// so the guest never runs with part of its vCPUs missing and `top -H` shows all of
+/// them from the first guest instruction on.
 #[derive(Default)]
 pub struct StartGate {
-    state: std::sync::Mutex<Option<bool>>,
+    state: std::sync::Mutex<GateState>,
     cv: std::sync::Condvar,
 }
 
+#[derive(Default)]
+struct GateState {
+    arrived: usize,
+    decision: Option<bool>,
+}
+
 impl StartGate {
-    /// Release the threads: `true` to run, `false` to end them without running.
-    pub fn open(&self, run: bool) {
-        *self.state.lock().unwrap_or_else(|e| e.into_inner()) = Some(run);
+    fn lock(&self) -> std::sync::MutexGuard<'_, GateState> {
+        self.state.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// Wait until `count` threads have arrived, then let them run.
+    pub fn open_when_arrived(&self, count: usize) {
+        let mut s = self.lock();
+        while s.arrived < count && s.decision.is_none() {
+            s = self.cv.wait(s).unwrap_or_else(|e| e.into_inner());
+        }
+        s.decision.get_or_insert(true);
         self.cv.notify_all();
     }
 
-    fn wait(&self) -> bool {
-        let mut s = self.state.lock().unwrap_or_else(|e| e.into_inner());
+    /// Release the threads without running the guest (start-up failed).
+    pub fn cancel(&self) {
+        self.lock().decision = Some(false);
+        self.cv.notify_all();
+    }
+
+    /// Called by each vCPU thread: check in, then wait for the decision.
+    fn arrive_and_wait(&self) -> bool {
+        let mut s = self.lock();
+        s.arrived += 1;
+        self.cv.notify_all();
         loop {
-            if let Some(run) = *s {
+            if let Some(run) = s.decision {
                 return run;
             }
             s = self.cv.wait(s).unwrap_or_else(|e| e.into_inner());
@@ -143,16 +166,21 @@ pub fn spawn_vcpu(
     let thread = std::thread::Builder::new()
         .name(format!("vcpu{index}"))
         .spawn(move || {
-            // Pinned before the guest runs, so no guest instruction runs elsewhere.
-            if let Some(cpus) = &pin {
-                if let Err(e) = crate::cgroup::pin_current_thread(cpus) {
+            // Pinned before the guest runs, so no guest instruction runs elsewhere. The
+            // thread checks in at the gate even when pinning failed: the gate waits
+            // for every vCPU thread.
+            let pinned = match &pin {
+                Some(cpus) => crate::cgroup::pin_current_thread(cpus),
+                None => Ok(()),
+            };
+            let run = gate.arrive_and_wait();
+            match pinned {
+                Err(e) => {
                     eprintln!("oxvm: vCPU {index}: {e}");
                     fire(&events.error);
-                    return;
                 }
-            }
-            if gate.wait() {
-                run_vcpu(index, vcpu, &pio, &mmio, &events, &flags)
+                Ok(()) if run => run_vcpu(index, vcpu, &pio, &mmio, &events, &flags),
+                Ok(()) => {}
             }
         })
         .map_err(|source| VmmError::VcpuThread { index, source })?;
