@@ -4,27 +4,13 @@
 mod common;
 
 use std::path::Path;
-use std::time::Duration;
 
 use common::elf::elf_with_segment;
-use common::vm::{oxvm_bin, Scratch};
+use common::vm::Scratch;
 use serde_json::{json, Value};
 
-/// Run `oxvm run` on `vm_file`; assert failure and return stderr.
 fn refused(vm_file: &Path) -> String {
-    let start = std::time::Instant::now();
-    let out = std::process::Command::new(oxvm_bin())
-        .arg("run")
-        .arg(vm_file)
-        .output()
-        .expect("run oxvm");
-    assert_eq!(out.status.code(), Some(1), "{out:?}");
-    assert!(
-        out.stdout.is_empty(),
-        "guest output from a refused VM: {out:?}"
-    );
-    assert!(start.elapsed() < Duration::from_secs(10));
-    String::from_utf8_lossy(&out.stderr).into_owned()
+    common::vm::run_refused(vm_file)
 }
 
 fn vm_json(kernel: &str, patch: Value) -> Value {

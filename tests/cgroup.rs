@@ -13,7 +13,7 @@ use std::process::Command;
 use std::time::Duration;
 
 use common::asm::Asm;
-use common::vm::{oxvm_bin, raw_vm, RunningVm, Scratch};
+use common::vm::{raw_vm, RunningVm, Scratch};
 use serde_json::{json, Value};
 
 const T: Duration = Duration::from_secs(30);
@@ -136,19 +136,8 @@ fn assert_all_threads_in(vm: &RunningVm, h: &Hierarchy, controller: &str, name: 
     assert!(threads >= 2, "main thread and vcpu0 at least");
 }
 
-/// Run `oxvm run` on a VM file that must be refused; returns stderr.
-fn refused(file: &Path) -> String {
-    let out = Command::new(oxvm_bin())
-        .arg("run")
-        .arg(file)
-        .output()
-        .expect("run oxvm");
-    assert_eq!(out.status.code(), Some(1), "{out:?}");
-    assert!(
-        out.stdout.is_empty(),
-        "guest output from a refused VM: {out:?}"
-    );
-    String::from_utf8_lossy(&out.stderr).into_owned()
+fn refused(vm_file: &Path) -> String {
+    common::vm::run_refused(vm_file)
 }
 
 #[test]

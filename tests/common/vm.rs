@@ -239,3 +239,21 @@ pub fn run_to_end(vm_file: &Path, timeout: Duration) -> (ExitStatus, String, Str
     let st = vm.wait(timeout);
     (st, vm.stdout.text(), vm.stderr.text())
 }
+
+/// Run `oxvm run vm_file` on a VM that must be refused: exit status 1, no guest output,
+/// and quickly (nothing was started). Returns stderr.
+pub fn run_refused(vm_file: &Path) -> String {
+    let start = Instant::now();
+    let out = Command::new(oxvm_bin())
+        .arg("run")
+        .arg(vm_file)
+        .output()
+        .expect("run oxvm");
+    assert_eq!(out.status.code(), Some(1), "{out:?}");
+    assert!(
+        out.stdout.is_empty(),
+        "guest output from a refused VM: {out:?}"
+    );
+    assert!(start.elapsed() < Duration::from_secs(10), "{out:?}");
+    String::from_utf8_lossy(&out.stderr).into_owned()
+}
