@@ -25,9 +25,14 @@ One VM at a time. Per run and VMM it measures:
   3. The VMM's own memory while the guest sits in the selftest's `idle`
      check: /proc/<pid>/smaps, total Rss minus the Rss of the guest-RAM
      mapping (the anonymous mapping of exactly the guest RAM size). Also the
-     total Rss, the guest RAM Rss and the VMM's own private memory
-     (Private_Clean + Private_Dirty outside guest RAM).
+     total Rss, the guest RAM Rss (and its AnonHugePages), the VMM's own Rss
+     split into file-backed (binary, libraries) and anonymous, and its own
+     private memory (Private_Clean + Private_Dirty outside guest RAM).
   Then the VM is stopped (SIGTERM; SIGKILL after 15 s).
+
+The machine may be shared: before each boot the script waits (--quiet-wait)
+until the CPUs are nearly idle, records the CPU other processes used during
+the boot, and repeats a boot during which they used more than --max-others %.
 
 Usage: python3 bench/boot.py [--runs 3] [--kernel target/guest/vmlinux]
            [--oxvm target/release/oxvm] [--qemu qemu-system-x86_64] [--json]
@@ -262,9 +267,15 @@ def memory_sample(pid):
     total = sum(m.get("Rss", 0) for m in maps)
     priv = sum(m.get("Private_Clean", 0) + m.get("Private_Dirty", 0) for m in maps)
     ram_priv = ram.get("Private_Clean", 0) + ram.get("Private_Dirty", 0)
+    rest = [m for m in maps if m is not ram]
+    files = [m for m in rest if m["name"].startswith("/") and not is_anonymous(m["name"])]
     return {
         "total_rss_kib": total,
+        "own_file_rss_kib": sum(m.get("Rss", 0) for m in files),
+        "own_anon_rss_kib": sum(m.get("Rss", 0) for m in rest if m not in files),
+        "shared_objects": len({m["name"] for m in files if ".so" in os.path.basename(m["name"])}),
         "guest_ram_rss_kib": ram.get("Rss", 0),
+        "guest_ram_anon_huge_kib": ram.get("AnonHugePages", 0),
         "own_rss_kib": total - ram.get("Rss", 0),
         "own_private_kib": priv - ram_priv,
         "guest_ram_mapping": f"{ram['start']:x}-{ram['end']:x} {ram['name'] or '(anon)'}",
@@ -576,6 +587,8 @@ METRICS = [
     ("vmm_cpu_to_boot_ok_s", "   VMM CPU time (all threads) exec -> boot ok (info)", "s", 1, "{:.2f}"),
     ("others_cpu_pct", "   CPU used by other processes during the boot (info)", "%", 1, "{:.1f}"),
     ("own_rss_kib", "3. VMM own RSS = total Rss - guest RAM Rss (idle)", "MiB", 1 / 1024, "{:.1f}"),
+    ("own_file_rss_kib", "   of which file-backed (binary, shared libraries)", "MiB", 1 / 1024, "{:.1f}"),
+    ("own_anon_rss_kib", "   of which anonymous (heap, stacks, other)", "MiB", 1 / 1024, "{:.1f}"),
     ("total_rss_kib", "   total RSS (idle)", "MiB", 1 / 1024, "{:.1f}"),
     ("guest_ram_rss_kib", "   guest RAM Rss (idle)", "MiB", 1 / 1024, "{:.1f}"),
     ("own_private_kib", "   VMM own private (Private_* outside guest RAM)", "MiB", 1 / 1024, "{:.1f}"),
