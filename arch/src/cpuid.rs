@@ -1,7 +1,7 @@
 //! Per-vCPU CPUID: the host's KVM_GET_SUPPORTED_CPUID with this vCPU's APIC ID, the VM's
 //! topology (one socket, one thread per core, `vcpus` cores) and the KVM leaves.
 
-use kvm_bindings::{kvm_cpuid_entry2, CpuId};
+use kvm_bindings::{kvm_cpuid_entry2, CpuId, KVM_CPUID_FLAG_SIGNIFCANT_INDEX};
 
 const LEAF_FEATURES: u32 = 0x1;
 const LEAF_CACHE_PARAMS: u32 = 0x4;
@@ -24,6 +24,27 @@ fn id_bits(n: u32) -> u32 {
     } else {
         32 - (n - 1).leading_zeros()
     }
+}
+
+/// Leaf 0xB / 0x1F for one vCPU: an SMT level (one thread per core), a core level
+/// (`count` cores, `core_bits` wide), and the terminating invalid level. Every
+/// subleaf carries the vCPU's x2APIC ID in EDX.
+fn topology_leaf(leaf: u32, apic_id: u32, count: u32, core_bits: u32) -> [kvm_cpuid_entry2; 3] {
+    let e = |index: u32, eax: u32, ebx: u32, ecx: u32| kvm_cpuid_entry2 {
+        function: leaf,
+        index,
+        flags: KVM_CPUID_FLAG_SIGNIFCANT_INDEX,
+        eax,
+        ebx,
+        ecx,
+        edx: apic_id,
+        ..Default::default()
+    };
+    [
+        e(0, 0, 1, 1 << 8),
+        e(1, core_bits, count, (2 << 8) | 1),
+        e(2, 0, 0, 2),
+    ]
 }
 
 /// Host bits offered by KVM in leaf 0x40000001 EAX (0 when the leaf is missing).
@@ -58,28 +79,9 @@ pub fn vcpu_cpuid(supported: &CpuId, index: u32, count: u32, kvm_pv_features: u3
                 // cache - 1 (one thread per core here).
                 e.eax = (e.eax & 0x3fff) | ((count.saturating_sub(1).min(63)) << 26);
             }
-            LEAF_EXT_TOPOLOGY | LEAF_V2_EXT_TOPOLOGY => {
-                e.edx = apic_id;
-                match e.index {
-                    0 => {
-                        // SMT level: one thread per core.
-                        e.eax = 0;
-                        e.ebx = 1;
-                        e.ecx = 1 << 8;
-                    }
-                    1 => {
-                        // Core level: `count` cores in the package.
-                        e.eax = core_bits;
-                        e.ebx = count;
-                        e.ecx = (2 << 8) | 1;
-                    }
-                    i => {
-                        e.eax = 0;
-                        e.ebx = 0;
-                        e.ecx = i;
-                    }
-                }
-            }
+            // Topology leaves are rebuilt whole below: hosts list them with varying
+            // subleaves (some only subleaf 0, all zero).
+            LEAF_EXT_TOPOLOGY | LEAF_V2_EXT_TOPOLOGY => {}
             LEAF_AMD_SIZE_IDS => {
                 e.ecx = (e.ecx & !0xf0ff) | (count.saturating_sub(1) & 0xff) | (core_bits << 12);
             }
@@ -93,6 +95,16 @@ pub fn vcpu_cpuid(supported: &CpuId, index: u32, count: u32, kvm_pv_features: u3
             }
             _ => {}
         }
+    }
+    let mut entries = cpuid.as_slice().to_vec();
+    for leaf in [LEAF_EXT_TOPOLOGY, LEAF_V2_EXT_TOPOLOGY] {
+        if entries.iter().any(|e| e.function == leaf) {
+            entries.retain(|e| e.function != leaf);
+            entries.extend(topology_leaf(leaf, apic_id, count, core_bits));
+        }
+    }
+    if let Ok(c) = CpuId::from_entries(&entries) {
+        cpuid = c;
     }
     if !has_kvm_leaf {
         // Hosts that do not list the KVM leaves still run KVM: add them so the guest
@@ -171,6 +183,33 @@ mod tests {
         let core = leaf(&c, 0xb, 1);
         assert_eq!((core.eax, core.ebx, core.edx), (2, 4, 3));
         assert_eq!(leaf(&c, LEAF_KVM_FEATURES, 0).eax, 0x8);
+    }
+
+    #[test]
+    fn topology_leaf_is_complete_when_the_host_lists_only_subleaf_0() {
+        // What this project's PVM hosts report: 0xB with subleaf 0 only, all zero.
+        let host = CpuId::from_entries(&[
+            kvm_cpuid_entry2 {
+                function: 1,
+                ..Default::default()
+            },
+            kvm_cpuid_entry2 {
+                function: 0xb,
+                flags: KVM_CPUID_FLAG_SIGNIFCANT_INDEX,
+                ..Default::default()
+            },
+        ])
+        .unwrap();
+        let c = vcpu_cpuid(&host, 1, 2, 0);
+        let smt = leaf(&c, 0xb, 0);
+        assert_eq!((smt.ebx, smt.ecx >> 8, smt.edx), (1, 1, 1));
+        let core = leaf(&c, 0xb, 1);
+        assert_eq!((core.eax, core.ebx, core.ecx >> 8, core.edx), (1, 2, 2, 1));
+        assert_eq!(leaf(&c, 0xb, 2).ecx >> 8, 0, "terminating level");
+        assert!(
+            c.as_slice().iter().all(|e| e.function != 0x1f),
+            "0x1f not invented"
+        );
     }
 
     #[test]
