@@ -5,6 +5,7 @@
 use std::io;
 
 use super::{opcode, CmdError, CmdResult, Exec, Transferred, IO_CHUNK, MAX_TRANSFER_BLOCKS};
+use crate::block::IoDirection;
 use crate::virtio::scsi::lun::BLOCK_SIZE;
 use crate::virtio::scsi::metrics::LunMetrics;
 use crate::virtio::scsi::sense::{asc, Sense, SenseKey};
@@ -70,6 +71,8 @@ fn check(exec: &Exec<'_>, buf_len: u64) -> Result<(BlockRange, u64), CmdError> {
 
 pub(super) fn read(exec: &mut Exec<'_>) -> CmdResult {
     let (r, bytes) = check(exec, exec.data_in.len())?;
+    // iotune counts each guest request once, however many backend calls it takes.
+    exec.lun.backend.admit(IoDirection::Read, bytes);
     let Exec {
         lun,
         data_in,
@@ -99,6 +102,7 @@ pub(super) fn read(exec: &mut Exec<'_>) -> CmdResult {
 pub(super) fn write(exec: &mut Exec<'_>) -> CmdResult {
     let (r, bytes) = check(exec, exec.data_out.len())?;
     exec.fail_if_read_only()?;
+    exec.lun.backend.admit(IoDirection::Write, bytes);
     let Exec {
         lun,
         data_out,

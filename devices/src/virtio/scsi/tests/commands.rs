@@ -2,6 +2,7 @@
 //! data path against the in-memory disk.
 
 use super::{fixed_sense, run, DiskSpec};
+use crate::block::IoDirection;
 use crate::virtio::scsi::commands::{
     CmdError, Transferred, MAX_TRANSFER_BLOCKS, MAX_UNMAP_BLOCKS, MAX_WRITE_SAME_BLOCKS,
 };
@@ -450,6 +451,11 @@ fn write_read_round_trip_with_every_cdb_size() {
     let (r, _) = run(&mut lun, &[0x2A, 0, 0, 0, 0, 5, 0, 0, 2, 0], &data, 0);
     assert_eq!(r.unwrap().data_out, 1024);
     assert_eq!(state.lock().unwrap().writes, vec![(5 * 512, 1024)]);
+    // Throttling (iotune) sees the request once.
+    assert_eq!(
+        state.lock().unwrap().admitted,
+        vec![(IoDirection::Write, 1024)]
+    );
 
     // READ(16) of the same blocks.
     let (r, d) = run(
@@ -460,6 +466,10 @@ fn write_read_round_trip_with_every_cdb_size() {
     );
     assert_eq!(r.unwrap().data_in, 1024);
     assert_eq!(d, data);
+    assert_eq!(
+        state.lock().unwrap().admitted.last(),
+        Some(&(IoDirection::Read, 1024))
+    );
 
     // READ(6) of LBA 6 only.
     let (_, d) = run(&mut lun, &[0x08, 0, 0, 6, 1, 0], &[], 512);

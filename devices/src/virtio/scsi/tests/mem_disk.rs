@@ -5,7 +5,7 @@ use std::collections::HashMap;
 use std::io;
 use std::sync::{Arc, Mutex};
 
-use crate::block::DiskBackend;
+use crate::block::{DiskBackend, IoDirection};
 
 const BLOCK: u64 = 512;
 
@@ -19,6 +19,8 @@ pub(crate) struct DiskState {
     pub discards: Vec<(u64, u64)>,
     pub write_zeroes: Vec<(u64, u64, bool)>,
     pub flushes: usize,
+    /// Every throttling admission (direction, bytes): one per guest request.
+    pub admitted: Vec<(IoDirection, u64)>,
     pub fail_read: bool,
     /// errno of write_at / write_zeroes failures.
     pub fail_write: Option<i32>,
@@ -58,6 +60,10 @@ impl MemDisk {
 impl DiskBackend for MemDisk {
     fn size(&self) -> u64 {
         self.size
+    }
+
+    fn admit(&mut self, dir: IoDirection, bytes: u64) {
+        self.state.lock().unwrap().admitted.push((dir, bytes));
     }
 
     fn read_at(&mut self, offset: u64, buf: &mut [u8]) -> io::Result<()> {
