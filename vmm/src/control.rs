@@ -31,8 +31,6 @@ enum Outcome {
     Reset,
     Failed,
     Signal(i32),
-    /// Not an end: dump the vCPUs' registers and keep running.
-    DumpRegisters,
 }
 
 /// Waits on the event fds; records the first outcome.
@@ -40,6 +38,8 @@ struct Watcher {
     events: VmEvents,
     signal_fd: OwnedFd,
     outcome: Option<Outcome>,
+    /// SIGUSR1 arrived since the last look.
+    dump_requested: bool,
 }
 
 impl MutEventSubscriber for Watcher {
@@ -50,7 +50,7 @@ impl MutEventSubscriber for Watcher {
             self.events.error.as_raw_fd(),
             signals::raw(&self.signal_fd),
         ] {
-            if let Err(e) = ops.add(Events::empty_raw(fd).with(EventSet::IN)) {
+            if let Err(e) = ops.add(Events::with_data_raw(fd, 0, EventSet::IN)) {
                 tracing::error!("control loop cannot watch fd {fd}: {e:?}");
             }
         }
@@ -66,7 +66,11 @@ impl MutEventSubscriber for Watcher {
             Outcome::Failed
         } else {
             match signals::read_signal(fd) {
-                Some(signals::DUMP_SIGNAL) => Outcome::DumpRegisters,
+                Some(signals::DUMP_SIGNAL) => {
+                    // Not an end: the vCPUs print their registers and keep running.
+                    self.dump_requested = true;
+                    return;
+                }
                 Some(s) => Outcome::Signal(s),
                 None => return,
             }
@@ -74,16 +78,6 @@ impl MutEventSubscriber for Watcher {
         // The first event decides: a reset racing a power-off on another vCPU must
         // not turn into two actions.
         self.outcome.get_or_insert(outcome);
-    }
-}
-
-trait WithEvents {
-    fn with(self, set: EventSet) -> Events;
-}
-
-impl WithEvents for Events {
-    fn with(self, set: EventSet) -> Events {
-        Events::with_data_raw(self.fd(), 0, set)
     }
 }
 
@@ -101,6 +95,7 @@ pub fn run_vm(cfg: &VmConfig) -> Result<VmExit, VmmError> {
         events: events.try_clone()?,
         signal_fd,
         outcome: None,
+        dump_requested: false,
     }));
     let mut manager = EventManager::<std::sync::Arc<std::sync::Mutex<Watcher>>>::new()
         .map_err(|e| VmmError::Device(format!("event loop: {e:?}")))?;
@@ -115,10 +110,11 @@ pub fn run_vm(cfg: &VmConfig) -> Result<VmExit, VmmError> {
                 tracing::error!("event loop: {e:?}");
             }
             let mut w = watcher.lock().unwrap_or_else(|e| e.into_inner());
-            match w.outcome.take() {
-                Some(Outcome::DumpRegisters) => vcpus.iter().for_each(|v| v.request_dump()),
-                Some(o) => break o,
-                None => {}
+            if std::mem::take(&mut w.dump_requested) {
+                vcpus.iter().for_each(|v| v.request_dump());
+            }
+            if let Some(o) = w.outcome.take() {
+                break o;
             }
         };
         stop_all(&mut vcpus);
@@ -145,7 +141,6 @@ pub fn run_vm(cfg: &VmConfig) -> Result<VmExit, VmmError> {
                 tracing::info!("stopping on {}", signals::signal_name(s));
                 return Ok(VmExit::Signal(s));
             }
-            Outcome::DumpRegisters => unreachable!("handled in the wait loop"),
         }
     }
 }

@@ -193,11 +193,10 @@ pub fn load_raw(
     load_address: u64,
 ) -> Result<(), ArchError> {
     let (mut file, size) = open(path, "raw payload")?;
-    let end = load_address
+    load_address
         .checked_add(size)
-        .filter(|&e| e <= ram.low_end())
+        .filter(|&end| end <= ram.low_end())
         .ok_or_else(|| too_large("raw payload", path, size, ram))?;
-    let _ = end;
     mem.read_exact_volatile_from(GuestAddress(load_address), &mut file, size as usize)
         .map_err(|e| ArchError::KernelLoad {
             path: path.to_path_buf(),
