@@ -112,7 +112,20 @@ fn i8042_reset_with_on_reboot_exit_ends_the_process() {
 #[test]
 fn i8042_reset_with_on_reboot_restart_boots_again_in_the_same_process() {
     let s = Scratch::new();
-    let vm = raw_vm(&s, &rebooting_guest(), 2, json!({ "on_reboot": "restart" }));
+    // The guest waits a little before each reset, so the test rebuilds the machine a
+    // handful of times rather than hundreds: on PVM hosts, registering guest memory in a
+    // fresh VM now and then blocks for a long time in the host kernel
+    // (synchronize_srcu in KVM_SET_USER_MEMORY_REGION), see docs/testing.md.
+    let paced = Asm::new()
+        .putc(b'R')
+        .mov_ecx(200_000)
+        .label("delay")
+        .dec_ecx()
+        .jne("delay")
+        .i8042_reset()
+        .halt_forever()
+        .finish();
+    let vm = raw_vm(&s, &paced, 2, json!({ "on_reboot": "restart" }));
     let mut vm = RunningVm::start(&vm);
     let pid = vm.pid();
     // Three boots of the same guest in one process prove the machine is rebuilt.

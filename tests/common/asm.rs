@@ -96,6 +96,14 @@ impl Asm {
     pub fn popcnt_rax_rbx(&mut self) -> &mut Self {
         self.emit(&[0xf3, 0x48, 0x0f, 0xb8, 0x03])
     }
+    /// mov ecx, imm32
+    pub fn mov_ecx(&mut self, v: u32) -> &mut Self {
+        self.emit(&[0xb9]).emit(&v.to_le_bytes())
+    }
+    /// dec ecx
+    pub fn dec_ecx(&mut self) -> &mut Self {
+        self.emit(&[0xff, 0xc9])
+    }
     pub fn pause(&mut self) -> &mut Self {
         self.emit(&[0xf3, 0x90])
     }
