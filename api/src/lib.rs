@@ -9,7 +9,7 @@ pub mod config;
 pub use config::{
     parse_mac, BootConfig, BootEntry, CacheMode, ConfigError, CpuConfig, DiscardMode, DiskBus,
     DiskConfig, DiskFormat, IoMode, IoTune, KvmPvFeatures, NicConfig, NicModel, OnReboot,
-    RawPayload, SerialConfig, SerialMode, VmConfig,
+    RawPayload, SerialConfig, SerialMode, ShutdownConfig, VmConfig,
 };
 
 // OpenNebula templates as VM files, and loading a VM file of either format.
@@ -19,3 +19,8 @@ pub use template::{
     convert_template, load_vm_file, parse_template, read_vm_file, Converted, Paths, TemplateError,
     TemplateExtras, VmFile, VmFileError, VmFileFormat, Warning,
 };
+
+// The control API contract: requests, replies, states and errors (server and client).
+pub mod control;
+
+pub use control::{ApiError, ApiReply, ApiRequest, VmController, VmState};

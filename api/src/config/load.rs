@@ -55,5 +55,8 @@ impl VmConfig {
         for d in &mut self.disks {
             fix(&mut d.path);
         }
+        if let Some(p) = self.api_socket.as_mut() {
+            fix(p);
+        }
     }
 }

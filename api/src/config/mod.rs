@@ -8,6 +8,7 @@ mod load;
 mod nic;
 mod resources;
 mod serial;
+mod shutdown;
 mod validate;
 mod vm;
 
@@ -18,6 +19,7 @@ pub use error::ConfigError;
 pub use nic::{parse_mac, NicConfig, NicModel};
 pub use resources::{Resources, DEFAULT_CGROUP_PARENT};
 pub use serial::{SerialConfig, SerialMode};
+pub use shutdown::{ShutdownConfig, MAX_SHUTDOWN_TIMEOUT_S};
 pub use vm::{OnReboot, VmConfig};
 
 #[cfg(test)]

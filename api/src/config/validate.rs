@@ -1,7 +1,7 @@
 //! Checks that need no host access. Checks against the host (files exist, KVM's vCPU
 //! limit, memory that can be mapped) happen when the VM is built.
 
-use super::{ConfigError, SerialMode, VmConfig};
+use super::{ConfigError, SerialMode, VmConfig, MAX_SHUTDOWN_TIMEOUT_S};
 
 /// Upper bound for vCPUs while APIC IDs are 8-bit xAPIC IDs (the IOAPIC and MADT
 /// entries used here cannot address more).
@@ -67,6 +67,15 @@ impl VmConfig {
             .kvm_pv_features
             .resolve(u32::MAX)
             .map_err(|e| ConfigError::invalid("cpu.kvm_pv_features", e))?;
+        if self.shutdown.timeout_s > MAX_SHUTDOWN_TIMEOUT_S {
+            return Err(ConfigError::invalid(
+                "shutdown.timeout_s",
+                format!(
+                    "{} s is above the limit of {MAX_SHUTDOWN_TIMEOUT_S} s",
+                    self.shutdown.timeout_s
+                ),
+            ));
+        }
         match (self.serial.mode, &self.serial.path) {
             (SerialMode::File, None) => Err(ConfigError::invalid(
                 "serial.path",

@@ -1,6 +1,10 @@
+use std::path::PathBuf;
+
 use serde::{Deserialize, Serialize};
 
-use super::{BootConfig, CpuConfig, DiskConfig, NicConfig, Resources, SerialConfig};
+use super::{
+    BootConfig, CpuConfig, DiskConfig, NicConfig, Resources, SerialConfig, ShutdownConfig,
+};
 
 /// A whole VM: what `oxvm run` boots. New device arrays (disks, nics) and the API socket
 /// are added here as optional fields with serde defaults, so old files stay valid.
@@ -26,6 +30,12 @@ pub struct VmConfig {
     /// Host resource control: CPU weight, memory limit (a cgroup), vCPU pinning.
     #[serde(default)]
     pub resources: Option<Resources>,
+    /// Graceful shutdown: how long the guest gets, and whether to force it after that.
+    #[serde(default)]
+    pub shutdown: ShutdownConfig,
+    /// Serve the control API on this Unix socket (`oxvm run --api-socket` wins).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub api_socket: Option<PathBuf>,
 }
 
 fn default_vcpus() -> u32 {

@@ -1,0 +1,16 @@
+use super::{ActionReply, ApiError, ApiRequest, Counters, VmInfo};
+
+/// The reply to an [`ApiRequest`], by request kind.
+#[derive(Debug, Clone, PartialEq)]
+pub enum ApiReply {
+    Info(Box<VmInfo>),
+    Counters(Box<Counters>),
+    /// Create, deploy and every action.
+    Action(ActionReply),
+}
+
+/// What the API server calls for every parsed request. Implemented by the VMM; the
+/// server calls it from many connection threads at once.
+pub trait VmController: Send + Sync {
+    fn handle(&self, request: ApiRequest) -> Result<ApiReply, ApiError>;
+}
