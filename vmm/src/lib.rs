@@ -13,5 +13,5 @@ pub mod signals;
 pub mod thread_name;
 mod vcpu;
 
-pub use control::{run_vm, VmExit};
+pub use control::{run, run_vm, RunOptions, VmExit};
 pub use error::VmmError;
