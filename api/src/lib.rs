@@ -24,3 +24,12 @@ pub use template::{
 pub mod control;
 
 pub use control::{ApiError, ApiReply, ApiRequest, VmController, VmState};
+
+// The control API over a Unix socket: the HTTP server the VMM runs, the client `oxvm
+// ctl` uses, and the runtime directory where servers register for `oxvm list`.
+pub mod client;
+pub mod runtime_dir;
+pub mod server;
+
+pub use client::{Client, ClientError};
+pub use server::{serve, ApiServer, ServerError};

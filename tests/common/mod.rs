@@ -3,6 +3,8 @@
 
 pub mod asm;
 pub mod elf;
+pub mod guest_mem;
+pub mod http;
 pub mod linux;
 pub mod netns;
 pub mod vm;

@@ -40,7 +40,9 @@ impl Scratch {
 /// Load address of raw test payloads (1 MiB).
 pub const RAW_LOAD: u64 = 0x10_0000;
 
-/// A VM file for a raw payload `code.bin` in `scratch`.
+/// A VM file for a raw payload `code.bin` in `scratch`. Small guests have no ACPI
+/// driver, so a graceful shutdown (SIGTERM) always runs into its timeout: keep it at
+/// one second unless `extra` says otherwise.
 pub fn raw_vm(scratch: &Scratch, code: &[u8], vcpus: u32, extra: Value) -> PathBuf {
     scratch.write("code.bin", code);
     let mut v = json!({
@@ -48,7 +50,8 @@ pub fn raw_vm(scratch: &Scratch, code: &[u8], vcpus: u32, extra: Value) -> PathB
         "vcpus": vcpus,
         "memory_mib": 32,
         "boot": { "raw": { "path": "code.bin", "load_address": RAW_LOAD } },
-        "serial": { "mode": "stdout" }
+        "serial": { "mode": "stdout" },
+        "shutdown": { "timeout_s": 1 }
     });
     if let (Some(obj), Some(more)) = (v.as_object_mut(), extra.as_object()) {
         for (k, val) in more {

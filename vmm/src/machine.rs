@@ -14,13 +14,14 @@ use oxvm_arch::memory::RamLayout;
 use oxvm_devices::Bus;
 use vm_memory::GuestMemoryMmap;
 
-use crate::devices::{attach_virtio_devices, PciBus};
+use crate::devices::{attach_virtio_devices, DeviceMetrics, PciBus};
 use crate::error::{kvm_err, VmmError};
 use crate::events::VmEvents;
 use crate::interrupts::InterruptManager;
 use crate::memory::create_guest_memory;
 use crate::platform::{attach_platform, Platform};
-use crate::vcpu::{create_vcpu, spawn_vcpu, StartGate, VcpuHandle, VcpuSetup};
+use crate::vcpu::pause::PauseControl;
+use crate::vcpu::{create_vcpu, spawn_vcpu, StartGate, VcpuGroup, VcpuSetup, VcpuShared};
 
 /// A built, not yet running machine.
 pub struct Machine {
@@ -29,6 +30,7 @@ pub struct Machine {
     /// Host CPUs each vCPU thread is pinned to (`resources.vcpu_pinning`).
     pinning: Vec<Option<Vec<usize>>>,
     pci: PciBus,
+    metrics: DeviceMetrics,
     platform: Platform,
     mmio: Bus,
     /// Held so the VM (and its irqfds and slots) lives as long as the machine.
@@ -102,7 +104,7 @@ impl Machine {
         let mmio = Bus::new();
         let interrupts = Arc::new(InterruptManager::new(vm.clone()));
         let mut pci = PciBus::new(vm.clone(), interrupts, &platform.pio, &mmio, mem.clone())?;
-        attach_virtio_devices(&mut pci, cfg)?;
+        let metrics = attach_virtio_devices(&mut pci, cfg)?;
 
         let setup = VcpuSetup {
             vm: &vm,
@@ -135,6 +137,7 @@ impl Machine {
             vcpus,
             pinning,
             pci,
+            metrics,
             platform,
             mmio,
             _vm: vm,
@@ -142,34 +145,48 @@ impl Machine {
         })
     }
 
-    /// Start one thread per vCPU.
     /// Start one thread per vCPU; they begin running the guest together once all exist.
-    pub fn start(&mut self, events: &VmEvents) -> Result<Vec<VcpuHandle>, VmmError> {
-        let gate = Arc::new(StartGate::default());
-        let mut handles: Vec<VcpuHandle> = Vec::new();
+    /// A machine starts once: the vCPU fds move into their threads.
+    pub fn start(&mut self, events: &VmEvents) -> Result<VcpuGroup, VmmError> {
+        let shared = VcpuShared {
+            pio: self.platform.pio.clone(),
+            mmio: self.mmio.clone(),
+            gate: Arc::new(StartGate::default()),
+            pause: Arc::new(PauseControl::default()),
+        };
+        let mut handles = Vec::new();
         for (i, vcpu) in self.vcpus.drain(..).enumerate() {
-            let started = events.try_clone().map_err(VmmError::Io).and_then(|ev| {
-                spawn_vcpu(
-                    i as u32,
-                    vcpu,
-                    self.platform.pio.clone(),
-                    self.mmio.clone(),
-                    ev,
-                    gate.clone(),
-                    self.pinning.get(i).cloned().flatten(),
-                )
-            });
+            let pin = self.pinning.get(i).cloned().flatten();
+            let started = events
+                .try_clone()
+                .map_err(VmmError::Io)
+                .and_then(|ev| spawn_vcpu(i as u32, vcpu, &shared, ev, pin));
             match started {
                 Ok(h) => handles.push(h),
                 Err(e) => {
-                    gate.cancel();
-                    stop_all(&mut handles);
+                    shared.gate.cancel();
+                    // Dropping the group stops and joins the threads already started.
+                    drop(VcpuGroup::new(handles, shared.pause.clone()));
                     return Err(e);
                 }
             }
         }
-        gate.open_when_arrived(handles.len());
-        Ok(handles)
+        shared.gate.open_when_arrived(handles.len());
+        Ok(VcpuGroup::new(handles, shared.pause))
+    }
+
+    /// Press the ACPI power button (the guest's ACPI driver decides what to do).
+    pub fn press_power_button(&self) {
+        self.platform
+            .acpi_pm
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .press_power_button();
+    }
+
+    /// Handles on the devices' counters.
+    pub fn device_metrics(&self) -> &DeviceMetrics {
+        &self.metrics
     }
 }
 
@@ -177,15 +194,5 @@ impl Drop for Machine {
     fn drop(&mut self) {
         // Device workers hold guest memory and irqfds: stop them before the VM goes.
         self.pci.shutdown();
-    }
-}
-
-/// Kick every vCPU out of the guest and wait for its thread.
-pub fn stop_all(handles: &mut [VcpuHandle]) {
-    for h in handles.iter() {
-        h.request_stop();
-    }
-    for h in handles.iter_mut() {
-        h.join();
     }
 }

@@ -19,6 +19,8 @@ use crate::events::VmEvents;
 /// The port bus with the platform devices on it.
 pub struct Platform {
     pub pio: Bus,
+    /// The ACPI PM block, kept to press the power button.
+    pub acpi_pm: Arc<Mutex<AcpiPmDevice>>,
 }
 
 fn serial_output(cfg: &SerialConfig) -> Result<Box<dyn Write + Send>, VmmError> {
@@ -99,11 +101,12 @@ pub fn attach_platform(
             tracing::warn!("cannot drive the ACPI SCI: {e}");
         }
     }));
+    let acpi_pm = Arc::new(Mutex::new(pm));
     insert(
         &pio,
-        Arc::new(Mutex::new(pm)),
+        acpi_pm.clone(),
         layout::ACPI_PM_PORT_BASE,
         ACPI_PM_PORT_LEN,
     )?;
-    Ok(Platform { pio })
+    Ok(Platform { pio, acpi_pm })
 }

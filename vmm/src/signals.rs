@@ -2,7 +2,7 @@
 //! (blocked in every thread, so no vCPU thread is ever interrupted by them), and a
 //! real-time signal kicks vCPU threads out of KVM_RUN.
 
-use std::os::fd::{AsRawFd, FromRawFd, OwnedFd, RawFd};
+use std::os::fd::{FromRawFd, OwnedFd, RawFd};
 
 /// Signals that stop the VM.
 pub const STOP_SIGNALS: [libc::c_int; 3] = [libc::SIGTERM, libc::SIGINT, libc::SIGHUP];
@@ -56,8 +56,4 @@ pub fn signal_name(signo: i32) -> &'static str {
         libc::SIGHUP => "SIGHUP",
         _ => "signal",
     }
-}
-
-pub(crate) fn raw(fd: &OwnedFd) -> RawFd {
-    fd.as_raw_fd()
 }

@@ -14,3 +14,10 @@ pub fn set_current(name: &str) {
         tracing::warn!("cannot name thread {name}: {e}");
     }
 }
+
+/// The calling thread's kernel thread id (what `top -H` and cgroup `tasks` show).
+pub fn current_tid() -> u32 {
+    // SAFETY: gettid has no arguments and cannot fail.
+    let tid = unsafe { libc::gettid() };
+    tid as u32
+}

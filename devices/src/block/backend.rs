@@ -1,5 +1,7 @@
 use std::io;
+use std::time::Duration;
 
+use super::aio::NativeIo;
 use super::throttle::WaitCanceller;
 use super::SECTOR_SIZE;
 
@@ -46,9 +48,24 @@ pub trait DiskBackend: Send {
     /// moves a large request in several pieces.
     fn admit(&mut self, _dir: IoDirection, _bytes: u64) {}
 
+    /// [`DiskBackend::admit`] for a worker that must not block (io=native, which keeps
+    /// completing requests in flight meanwhile): Ok when the request may go now (it is
+    /// then accounted), else how long to wait before asking again (nothing accounted).
+    fn try_admit(&mut self, dir: IoDirection, bytes: u64) -> Result<(), Duration> {
+        self.admit(dir, bytes);
+        Ok(())
+    }
+
     /// A handle that cuts short any wait in [`DiskBackend::admit`], so that stopping a
     /// device worker never waits for throttling. `None`: the backend never waits.
     fn wait_canceller(&self) -> Option<WaitCanceller> {
+        None
+    }
+
+    /// io=native: the O_DIRECT file a device may submit aligned guest reads and writes
+    /// to with Linux AIO instead of calling `read_at`/`write_at`. `None` (the default):
+    /// the backend needs its own read/write path (qcow2, page-cache modes, io=threads).
+    fn native_io(&self) -> Option<NativeIo> {
         None
     }
 
@@ -94,8 +111,14 @@ impl<T: DiskBackend + ?Sized> DiskBackend for Box<T> {
     fn admit(&mut self, dir: IoDirection, bytes: u64) {
         (**self).admit(dir, bytes)
     }
+    fn try_admit(&mut self, dir: IoDirection, bytes: u64) -> Result<(), Duration> {
+        (**self).try_admit(dir, bytes)
+    }
     fn wait_canceller(&self) -> Option<WaitCanceller> {
         (**self).wait_canceller()
+    }
+    fn native_io(&self) -> Option<NativeIo> {
+        (**self).native_io()
     }
     fn discard_enabled(&self) -> bool {
         (**self).discard_enabled()

@@ -1,6 +1,8 @@
 //! Disk images and block devices behind virtio-blk and virtio-scsi: one backend trait,
-//! implemented for raw files/block devices and qcow2 images.
+//! implemented for raw files/block devices and qcow2 images, and Linux AIO for
+//! `io: native` on raw ones.
 
+pub mod aio;
 mod backend;
 mod mem;
 mod open;
@@ -9,6 +11,7 @@ mod qcow2;
 mod raw;
 pub mod throttle;
 
+pub use aio::NativeIo;
 pub use backend::DiskBackend;
 pub use backend::IoDirection;
 pub use mem::MemDisk;

@@ -1,11 +1,16 @@
 //! From a disk's configuration to a backend: format detection, the raw or qcow2 driver,
-//! and the throttle when `iotune` sets limits.
+//! io=native where it applies, and the throttle when `iotune` sets limits.
+//!
+//! io=native applies to raw images and block devices with cache=none on virtio-blk.
+//! Elsewhere it falls back to io=threads with a warning rather than failing: QEMU
+//! refuses aio=native without cache.direct, but OpenNebula and libvirt templates often
+//! say IO=native for every disk, and such a VM should still start.
 
 use std::fs::File;
 use std::io::{self, Read};
 use std::path::{Path, PathBuf};
 
-use oxvm_api::{DiskConfig, DiskFormat, IoMode};
+use oxvm_api::{CacheMode, DiskBus, DiskConfig, DiskFormat, IoMode};
 
 use super::backend::DiskBackend;
 use super::options::DiskOptions;
@@ -116,20 +121,19 @@ pub fn open_disk(cfg: &DiskConfig) -> Result<Box<dyn DiskBackend>, DiskError> {
                     cfg.path.display()
                 );
             }
+            native_fallback(cfg, "qcow2 images are served by their own driver");
             Box::new(Qcow2Disk::open(&cfg.path, opts).map_err(open_err)?)
         }
-        (Some(DiskFormat::Raw), _) => Box::new(RawDisk::open(&cfg.path, opts).map_err(open_err)?),
-        (None, DiskFormat::Raw) => Box::new(
+        (Some(DiskFormat::Raw), _) => {
+            raw_native(cfg, RawDisk::open(&cfg.path, opts).map_err(open_err)?)
+        }
+        (None, DiskFormat::Raw) => raw_native(
+            cfg,
             RawDisk::open(&cfg.path, opts)
                 .map_err(open_err)?
                 .guard_format_probe(),
         ),
     };
-    if cfg.io == IoMode::Native {
-        // No native AIO engine yet: requests run on the disk's worker thread as with
-        // io=threads, which is correct, just without overlapping requests.
-        tracing::debug!("disk {}: io=native is served like io=threads", cfg.id);
-    }
     tracing::info!(
         "disk {}: {} ({} bytes{}{})",
         cfg.id,
@@ -150,6 +154,32 @@ pub fn open_disk(cfg: &DiskConfig) -> Result<Box<dyn DiskBackend>, DiskError> {
         Some(t) => Box::new(Throttled::new(backend, t)),
         None => backend,
     })
+}
+
+/// A raw disk with io=native when the configuration allows it (module comment).
+fn raw_native(cfg: &DiskConfig, disk: RawDisk) -> Box<dyn DiskBackend> {
+    if cfg.io != IoMode::Native {
+        return Box::new(disk);
+    }
+    if cfg.cache != CacheMode::None {
+        native_fallback(cfg, "it needs cache=none (O_DIRECT), as in QEMU");
+        return Box::new(disk);
+    }
+    if cfg.bus == DiskBus::Scsi {
+        native_fallback(cfg, "virtio-scsi serves its disks on its worker thread");
+        return Box::new(disk);
+    }
+    Box::new(disk.with_native_io())
+}
+
+/// Log that io=native does not apply to `cfg` (when it was asked for) and why.
+fn native_fallback(cfg: &DiskConfig, why: &str) {
+    if cfg.io == IoMode::Native {
+        tracing::warn!(
+            "disk {}: io=native does not apply ({why}); serving it as io=threads",
+            cfg.id
+        );
+    }
 }
 
 /// The image format as its first bytes tell: qcow2 when it starts with the qcow2 magic,
@@ -249,5 +279,35 @@ mod tests {
             ..Default::default()
         });
         assert!(open_disk(&c).unwrap().wait_canceller().is_some());
+    }
+
+    #[test]
+    fn io_native_applies_to_raw_cache_none_on_virtio_only() {
+        let dir = crate::block::aio::direct_io_dir();
+        let r = dir.as_path().join("n.raw");
+        fs::write(&r, [0u8; 8192]).unwrap();
+        let q = dir.as_path().join("n.qcow2");
+        Qcow2Disk::create(&q, 1 << 20, None).unwrap();
+        let with = |path: &PathBuf, cache, io, bus| {
+            let mut c = cfg(path.clone(), None);
+            (c.cache, c.io, c.bus) = (cache, io, bus);
+            open_disk(&c).unwrap().native_io().is_some()
+        };
+        use {CacheMode as C, DiskBus as B, IoMode as I};
+        assert!(with(&r, C::None, I::Native, B::Virtio));
+        // Behind a throttle too.
+        let mut c = cfg(r.clone(), None);
+        (c.cache, c.io) = (C::None, I::Native);
+        c.iotune = Some(oxvm_api::IoTune {
+            total_iops_sec: 100,
+            ..Default::default()
+        });
+        assert!(open_disk(&c).unwrap().native_io().is_some());
+        // Falls back (with a warning) everywhere else.
+        assert!(!with(&r, C::None, I::Threads, B::Virtio));
+        assert!(!with(&r, C::Writeback, I::Native, B::Virtio));
+        assert!(!with(&r, C::Writethrough, I::Native, B::Virtio));
+        assert!(!with(&r, C::None, I::Native, B::Scsi));
+        assert!(!with(&q, C::None, I::Native, B::Virtio));
     }
 }

@@ -17,6 +17,7 @@ use std::time::Duration;
 
 use oxvm_api::IoTune;
 
+use super::aio::NativeIo;
 use super::backend::{DiskBackend, IoDirection};
 use bucket::{Limit, LimitSpec};
 #[cfg(test)]
@@ -188,6 +189,23 @@ impl Throttle {
             self.clock.sleep(d, &self.cancel);
             self.waited += d;
         }
+        self.take(dir, bytes);
+    }
+
+    /// [`Throttle::admit`] without sleeping: account the request and return Ok if it
+    /// fits now (or waits are cancelled), else return how long until it may, leaving
+    /// the buckets untouched. For a worker that keeps serving completions meanwhile.
+    pub fn try_admit(&mut self, dir: IoDirection, bytes: u64) -> Result<(), Duration> {
+        self.refill();
+        let wait = self.wait_secs(dir);
+        if wait >= MIN_WAIT_SECS && !self.cancel.is_cancelled() {
+            return Err(Duration::from_secs_f64(wait.min(MAX_SLEEP_SECS)));
+        }
+        self.take(dir, bytes);
+        Ok(())
+    }
+
+    fn take(&mut self, dir: IoDirection, bytes: u64) {
         let units = self.op_units(bytes);
         for l in self.bytes.for_dir(dir) {
             l.take(bytes as f64);
@@ -202,7 +220,7 @@ impl Throttle {
         self.cancel.clone()
     }
 
-    /// Total time spent waiting so far.
+    /// Total time spent waiting in [`Throttle::admit`] so far.
     pub fn waited(&self) -> Duration {
         self.waited
     }
@@ -352,8 +370,16 @@ impl<B: DiskBackend> DiskBackend for Throttled<B> {
         self.inner.admit(dir, bytes);
         self.throttle.admit(dir, bytes);
     }
+    fn try_admit(&mut self, dir: IoDirection, bytes: u64) -> Result<(), Duration> {
+        self.throttle.try_admit(dir, bytes)?;
+        // Only once admitted, so a retried request is not counted twice below.
+        self.inner.try_admit(dir, bytes)
+    }
     fn wait_canceller(&self) -> Option<WaitCanceller> {
         Some(self.throttle.canceller())
+    }
+    fn native_io(&self) -> Option<NativeIo> {
+        self.inner.native_io()
     }
     fn discard_enabled(&self) -> bool {
         self.inner.discard_enabled()

@@ -1,8 +1,10 @@
 //! The VM's device model beyond the legacy platform: the PCI bus and the virtio
 //! devices built from the VM config.
 
+mod metrics;
 mod pci;
 mod virtio;
 
+pub use metrics::DeviceMetrics;
 pub use pci::PciBus;
 pub use virtio::attach_virtio_devices;

@@ -7,7 +7,7 @@ use oxvm_devices::virtio::scsi::LunConfig;
 use oxvm_devices::virtio::{VirtioBlk, VirtioNet, VirtioScsi};
 use oxvm_devices::Tap;
 
-use super::PciBus;
+use super::{DeviceMetrics, PciBus};
 use crate::error::VmmError;
 
 /// A MAC for NICs without one: QEMU's locally administered 52:54:00 prefix and three
@@ -23,11 +23,14 @@ pub fn derived_mac(vm: &str, nic: &str) -> [u8; 6] {
     [0x52, 0x54, 0x00, a, b, c]
 }
 
-pub fn attach_virtio_devices(pci: &mut PciBus, cfg: &VmConfig) -> Result<(), VmmError> {
+/// Attach every configured device; returns handles on their counters.
+pub fn attach_virtio_devices(pci: &mut PciBus, cfg: &VmConfig) -> Result<DeviceMetrics, VmmError> {
     let dev_err = |e: &dyn std::fmt::Display| VmmError::Device(e.to_string());
+    let mut metrics = DeviceMetrics::default();
     for d in cfg.disks.iter().filter(|d| d.bus == DiskBus::Virtio) {
         let backend = open_disk(d).map_err(|e| dev_err(&e))?;
         let blk = VirtioBlk::new(d.id.clone(), backend, d.serial.clone());
+        metrics.blk.push((d.id.clone(), blk.metrics()));
         pci.add_virtio(&format!("blk-{}", d.id), Box::new(blk))?;
     }
 
@@ -42,6 +45,7 @@ pub fn attach_virtio_devices(pci: &mut PciBus, cfg: &VmConfig) -> Result<(), Vmm
     }
     if !luns.is_empty() {
         let scsi = VirtioScsi::new(luns).map_err(|e| dev_err(&e))?;
+        metrics.scsi = Some(scsi.metrics());
         pci.add_virtio("scsi0", Box::new(scsi))?;
     }
 
@@ -57,9 +61,10 @@ pub fn attach_virtio_devices(pci: &mut PciBus, cfg: &VmConfig) -> Result<(), Vmm
             .and_then(parse_mac)
             .unwrap_or_else(|| derived_mac(&cfg.name, &n.id));
         let net = VirtioNet::new(n.id.clone(), tap, mac);
+        metrics.net.push((n.id.clone(), net.metrics()));
         pci.add_virtio(&format!("net-{}", n.id), Box::new(net))?;
     }
-    Ok(())
+    Ok(metrics)
 }
 
 #[cfg(test)]

@@ -1,10 +1,13 @@
 //! vCPUs: per-vCPU setup and the thread that runs each one.
 
+pub mod counters;
 mod dump;
 mod exit;
+mod group;
 pub mod kick;
+pub mod pause;
 
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU32, Ordering};
 use std::sync::Arc;
 use std::thread::JoinHandle;
 
@@ -17,7 +20,10 @@ use vmm_sys_util::signal::Killable;
 
 use crate::error::{kvm_err, VmmError};
 use crate::events::VmEvents;
+use counters::ExitCounters;
 use exit::ExitAction;
+pub use group::VcpuGroup;
+use pause::PauseControl;
 
 /// What a vCPU needs from the host, shared by all vCPUs of a VM.
 pub struct VcpuSetup<'a> {
@@ -61,10 +67,30 @@ pub struct VcpuHandle {
     index: u32,
     stop: Arc<AtomicBool>,
     dump: Arc<AtomicBool>,
+    /// The thread's kernel id, set by the thread itself (0 until it runs).
+    tid: Arc<AtomicU32>,
+    counters: Arc<ExitCounters>,
     thread: Option<JoinHandle<()>>,
 }
 
 impl VcpuHandle {
+    pub fn index(&self) -> u32 {
+        self.index
+    }
+
+    pub fn tid(&self) -> u32 {
+        self.tid.load(Ordering::SeqCst)
+    }
+
+    pub fn counters(&self) -> &ExitCounters {
+        &self.counters
+    }
+
+    /// Get the thread out of KVM_RUN (to park it for a pause).
+    pub fn kick_out(&self) {
+        self.kick();
+    }
+
     /// Ask the thread to leave KVM_RUN and end.
     pub fn request_stop(&self) {
         self.stop.store(true, Ordering::SeqCst);
@@ -146,26 +172,39 @@ impl StartGate {
     }
 }
 
-/// Start the thread `vcpu<index>`; it waits at `gate`, then runs `vcpu` until stopped or
-/// until the guest powers off, resets or fails.
+/// What every vCPU thread of one boot shares.
+pub struct VcpuShared {
+    pub pio: Bus,
+    pub mmio: Bus,
+    pub gate: Arc<StartGate>,
+    pub pause: Arc<PauseControl>,
+}
+
+/// Start the thread `vcpu<index>`; it waits at the start gate, then runs `vcpu` until
+/// stopped or until the guest powers off, resets or fails.
 pub fn spawn_vcpu(
     index: u32,
     vcpu: VcpuFd,
-    pio: Bus,
-    mmio: Bus,
+    shared: &VcpuShared,
     events: VmEvents,
-    gate: Arc<StartGate>,
     pin: Option<Vec<usize>>,
 ) -> Result<VcpuHandle, VmmError> {
     let stop = Arc::new(AtomicBool::new(false));
     let dump = Arc::new(AtomicBool::new(false));
+    let tid = Arc::new(AtomicU32::new(0));
+    let counters = Arc::new(ExitCounters::default());
     let flags = VcpuFlags {
         stop: stop.clone(),
         dump: dump.clone(),
+        pause: shared.pause.clone(),
+        counters: counters.clone(),
     };
+    let (pio, mmio, gate) = (shared.pio.clone(), shared.mmio.clone(), shared.gate.clone());
+    let thread_tid = tid.clone();
     let thread = std::thread::Builder::new()
         .name(format!("vcpu{index}"))
         .spawn(move || {
+            thread_tid.store(crate::thread_name::current_tid(), Ordering::SeqCst);
             // Pinned before the guest runs, so no guest instruction runs elsewhere. The
             // thread checks in at the gate even when pinning failed: the gate waits
             // for every vCPU thread.
@@ -182,12 +221,15 @@ pub fn spawn_vcpu(
                 Ok(()) if run => run_vcpu(index, vcpu, &pio, &mmio, &events, &flags),
                 Ok(()) => {}
             }
+            flags.pause.thread_gone();
         })
         .map_err(|source| VmmError::VcpuThread { index, source })?;
     Ok(VcpuHandle {
         index,
         stop,
         dump,
+        tid,
+        counters,
         thread: Some(thread),
     })
 }
@@ -196,6 +238,8 @@ pub fn spawn_vcpu(
 struct VcpuFlags {
     stop: Arc<AtomicBool>,
     dump: Arc<AtomicBool>,
+    pause: Arc<PauseControl>,
+    counters: Arc<ExitCounters>,
 }
 
 fn run_vcpu(
@@ -217,7 +261,13 @@ fn run_vcpu(
         if flags.dump.swap(false, Ordering::SeqCst) {
             eprint!("{}", dump::dump_registers(index, &vcpu));
         }
-        let action = exit::handle(index, vcpu.run(), pio, mmio);
+        flags.pause.park_if_paused();
+        if flags.stop.load(Ordering::SeqCst) {
+            break;
+        }
+        let result = vcpu.run();
+        flags.counters.record(&result);
+        let action = exit::handle(index, result, pio, mmio);
         match action {
             ExitAction::Continue => {}
             ExitAction::PowerOff => {

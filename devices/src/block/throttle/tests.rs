@@ -296,3 +296,42 @@ fn throttled_backend_forwards_io_and_exposes_its_canceller() {
     assert_eq!(buf, [7u8; 512]);
     assert_eq!(disk.size(), 1 << 20);
 }
+
+#[test]
+fn try_admit_says_how_long_to_wait_and_accounts_only_once_admitted() {
+    let tune = IoTune {
+        total_bytes_sec: MIB,
+        ..Default::default()
+    };
+    let (mut t, clock) = fake(&tune);
+    // The first request fits and goes into debt; the next must wait it off.
+    assert_eq!(t.try_admit(IoDirection::Write, 2 * MIB), Ok(()));
+    let wait = t.try_admit(IoDirection::Read, 4096).unwrap_err();
+    assert!((secs(wait) - 1.9).abs() < 0.01, "wait {wait:?}");
+    // Asking again without time passing changes nothing (nothing was accounted).
+    assert_eq!(t.try_admit(IoDirection::Read, 4096), Err(wait));
+    assert_eq!(clock.slept(), Duration::ZERO, "try_admit never sleeps");
+    clock.advance(wait);
+    assert_eq!(t.try_admit(IoDirection::Read, 4096), Ok(()));
+    // Cancelled waits admit at once, as in admit: deep debt does not hold anything.
+    t.canceller().cancel();
+    assert_eq!(t.try_admit(IoDirection::Write, 8 * MIB), Ok(()));
+    assert_eq!(t.try_admit(IoDirection::Write, 8 * MIB), Ok(()));
+}
+
+#[test]
+fn throttled_backend_try_admit_forwards_only_admitted_requests() {
+    let tune = IoTune {
+        total_iops_sec: 1,
+        ..Default::default()
+    };
+    let clock = Arc::new(FakeClock::default());
+    let t = Throttle::with_clock(&tune, clock.clone()).unwrap().unwrap();
+    let mut disk = Throttled::new(MemDisk::new(4096), t);
+    assert!(disk.try_admit(IoDirection::Read, 512).is_ok());
+    let wait = disk.try_admit(IoDirection::Read, 512).unwrap_err();
+    assert!(wait > Duration::ZERO && wait <= Duration::from_secs(1));
+    clock.advance(wait);
+    assert!(disk.try_admit(IoDirection::Read, 512).is_ok());
+    assert!(disk.native_io().is_none(), "a MemDisk has no file");
+}

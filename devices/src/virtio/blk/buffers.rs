@@ -38,7 +38,7 @@ impl GuestBuffers {
         self.len == 0
     }
 
-    #[cfg(test)]
+    /// The pieces, in stream order (io=native submits them as they are).
     pub(crate) fn segments(&self) -> &[(GuestAddress, u32)] {
         &self.segs
     }
@@ -101,6 +101,18 @@ impl GuestBuffers {
         self.walk(pos, data.len(), |addr, range| {
             mem.write_slice(&data[range], addr)
         })
+    }
+
+    /// Zero the stream from position `pos` to its end.
+    pub(crate) fn zero_from(&self, mem: &GuestMemoryMmap, pos: u64) -> Result<(), BufferError> {
+        const ZEROES: [u8; 4096] = [0; 4096];
+        let mut pos = pos;
+        while pos < self.len {
+            let n = (self.len - pos).min(ZEROES.len() as u64) as usize;
+            self.write(mem, pos, &ZEROES[..n])?;
+            pos += n as u64;
+        }
+        Ok(())
     }
 
     /// Call `f(address, range of the caller's buffer)` for each piece covering
@@ -186,5 +198,18 @@ mod tests {
         let mut b = bufs(&[(0x100, 2), (0x300, 1)]);
         assert_eq!(b.pop_back_byte(), Some(GuestAddress(0x300)));
         assert_eq!(b.segments(), &[(GuestAddress(0x100), 2)]);
+    }
+
+    #[test]
+    fn zero_from_a_position_to_the_end() {
+        let mem = mem();
+        let b = bufs(&[(0x100, 3), (0x2000, 5000)]);
+        b.write(&mem, 0, &[0xff; 5003]).unwrap();
+        b.zero_from(&mem, 2).unwrap();
+        assert_eq!(mem.read_obj::<u8>(GuestAddress(0x101)).unwrap(), 0xff);
+        assert_eq!(mem.read_obj::<u8>(GuestAddress(0x102)).unwrap(), 0);
+        let mut out = [0xaau8; 5000];
+        mem.read_slice(&mut out, GuestAddress(0x2000)).unwrap();
+        assert!(out.iter().all(|&x| x == 0));
     }
 }

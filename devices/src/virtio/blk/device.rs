@@ -16,7 +16,7 @@ use super::config::{
 use super::execute::Executor;
 use super::metrics::BlkMetrics;
 use super::request::{RequestLimits, ID_BYTES};
-use super::worker::{QueueWorker, WorkerHandle};
+use super::worker::{QueueWorker, Worker, WorkerHandle};
 use crate::block::{open_disk, DiskBackend, DiskError, SECTOR_SIZE};
 use crate::virtio::{
     ActivateError, ActiveQueue, GuestMemoryMmap, VirtioDevice, VirtioInterrupt, F_RING_EVENT_IDX,
@@ -212,10 +212,16 @@ impl VirtioDevice for VirtioBlk {
             stop: Arc::new(AtomicBool::new(false)),
             broken: false,
         };
+        let worker = Worker::new(worker);
+        let native = matches!(worker, Worker::Native(_));
         match WorkerHandle::spawn(self.thread_name(), worker, kick) {
             Ok(handle) => {
                 self.worker = Some(handle);
-                tracing::debug!("disk {}: activated with features {acked:#x}", self.id);
+                tracing::debug!(
+                    "disk {}: activated with features {acked:#x}{}",
+                    self.id,
+                    if native { ", io=native" } else { "" }
+                );
                 Ok(())
             }
             Err((e, worker)) => {

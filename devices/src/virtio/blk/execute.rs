@@ -1,19 +1,25 @@
-//! Serving one request: parse the chain, run it against the backend, write the status.
+//! Serving one request: parse the chain, admit it (iotune), run it against the backend,
+//! write the status. The io=native worker uses the same steps one by one, and `io_done`
+//! for the reads and writes it sends to Linux AIO, so both modes count alike.
 //!
 //! Data moves through a bounded bounce buffer in pieces, so a guest's request size never
 //! decides how much host memory is allocated. Requests run one after another in queue
 //! order: by the time a FLUSH runs, every earlier write has completed, and the FLUSH
 //! completes only after `DiskBackend::flush` returned Ok.
 
+use std::io;
 use std::sync::Arc;
+use std::time::Duration;
 
 use virtio_queue::desc::split::Descriptor;
-use vm_memory::Bytes;
+use vm_memory::{Bytes, GuestAddress};
 
 use super::buffers::{BufferError, GuestBuffers};
 use super::metrics::BlkMetrics;
-use super::request::{parse, RequestKind, RequestLimits, ID_BYTES, S_IOERR, S_OK, S_UNSUPP};
-use crate::block::{DiskBackend, IoDirection, WaitCanceller};
+use super::request::{
+    parse, Request, RequestKind, RequestLimits, ID_BYTES, S_IOERR, S_OK, S_UNSUPP,
+};
+use crate::block::{DiskBackend, IoDirection, NativeIo, WaitCanceller};
 use crate::virtio::GuestMemoryMmap;
 
 /// Bytes moved per backend call at most.
@@ -26,6 +32,17 @@ enum ExecError {
     Io(#[from] std::io::Error),
     #[error("guest buffer: {0}")]
     Guest(#[from] BufferError),
+}
+
+/// The throttling admission a request needs (direction, bytes), counted once per guest
+/// request; write-zeroes counts as a write operation of no bytes.
+pub(crate) fn admission(kind: &RequestKind) -> Option<(IoDirection, u64)> {
+    match kind {
+        RequestKind::In { data, .. } => Some((IoDirection::Read, data.len())),
+        RequestKind::Out { data, .. } => Some((IoDirection::Write, data.len())),
+        RequestKind::WriteZeroes { .. } => Some((IoDirection::Write, 0)),
+        RequestKind::Flush | RequestKind::GetId { .. } | RequestKind::Discard { .. } => None,
+    }
 }
 
 pub(crate) struct Executor {
@@ -76,19 +93,40 @@ impl Executor {
         self.throttled
     }
 
-    /// Serve the request in `descs`. Returns the used length: the bytes written into the
-    /// chain's device-writable buffers including the status byte; 0 when the chain has no
-    /// usable status byte and is returned unanswered.
+    /// The backend's io=native file, if it has one.
+    pub(crate) fn native_io(&self) -> Option<NativeIo> {
+        self.backend.native_io()
+    }
+
+    /// Serve the request in `descs` to the end, waiting in the throttle if needed.
+    /// Returns the used length: the bytes written into the chain's device-writable
+    /// buffers including the status byte; 0 when the chain has no usable status byte
+    /// and is returned unanswered.
     pub(crate) fn serve(
         &mut self,
         descs: impl Iterator<Item = Descriptor>,
         mem: &GuestMemoryMmap,
     ) -> u32 {
-        let (status, code, written) = match parse(descs, mem, &self.limits) {
-            Ok(req) => {
-                let (code, written) = self.execute(req.kind, mem);
-                (req.status, code, written)
-            }
+        let req = match self.parse_chain(descs, mem) {
+            Ok(req) => req,
+            Err(used) => return used,
+        };
+        if let Some((dir, bytes)) = admission(&req.kind) {
+            self.backend.admit(dir, bytes);
+        }
+        let (code, written) = self.run(req.kind, mem);
+        self.complete(req.status, code, written, mem)
+    }
+
+    /// Parse and check a chain. A refused one is counted, logged and answered here
+    /// (status byte written when there is one): `Err` carries its used length.
+    pub(crate) fn parse_chain(
+        &mut self,
+        descs: impl Iterator<Item = Descriptor>,
+        mem: &GuestMemoryMmap,
+    ) -> Result<Request, u32> {
+        match parse(descs, mem, &self.limits) {
+            Ok(req) => Ok(req),
             Err(e) => {
                 if e.code == S_UNSUPP {
                     self.metrics.unsupported();
@@ -96,12 +134,31 @@ impl Executor {
                     self.metrics.invalid();
                 }
                 self.log_guest_error(e.reason);
-                match e.status {
-                    Some(status) => (status, e.code, 0),
-                    None => return 0,
-                }
+                Err(match e.status {
+                    Some(status) => self.complete(status, e.code, 0, mem),
+                    None => 0,
+                })
             }
-        };
+        }
+    }
+
+    /// Admission without blocking (io=native): Ok when `kind` may run now.
+    pub(crate) fn try_admit(&mut self, kind: &RequestKind) -> Result<(), Duration> {
+        match admission(kind) {
+            Some((dir, bytes)) => self.backend.try_admit(dir, bytes),
+            None => Ok(()),
+        }
+    }
+
+    /// Write the status byte; returns the used length (`written` data bytes plus the
+    /// status), or 0 if the status byte cannot be written.
+    pub(crate) fn complete(
+        &mut self,
+        status: GuestAddress,
+        code: u8,
+        written: u32,
+        mem: &GuestMemoryMmap,
+    ) -> u32 {
         if let Err(e) = mem.write_obj(code, status) {
             // Checked during parsing; only a memory layout change could get here.
             self.log_guest_error("cannot write the status byte");
@@ -111,23 +168,38 @@ impl Executor {
         written.saturating_add(1)
     }
 
-    /// Run a checked request: (status code, data bytes written to the guest).
-    fn execute(&mut self, kind: RequestKind, mem: &GuestMemoryMmap) -> (u8, u32) {
+    /// Account a read or write that moved its data elsewhere (Linux AIO), as `run`
+    /// would have: (status code, data bytes written to the guest).
+    pub(crate) fn io_done(
+        &mut self,
+        dir: IoDirection,
+        len: u64,
+        result: io::Result<()>,
+    ) -> (u8, u32) {
+        self.outcome(result.map_err(ExecError::from).map(|()| match dir {
+            IoDirection::Read => {
+                self.metrics.read(len);
+                len as u32
+            }
+            IoDirection::Write => {
+                self.metrics.write(len);
+                0
+            }
+        }))
+    }
+
+    /// Run a checked and admitted request: (status code, data bytes written to the
+    /// guest).
+    pub(crate) fn run(&mut self, kind: RequestKind, mem: &GuestMemoryMmap) -> (u8, u32) {
         let result = match kind {
-            RequestKind::In { offset, data } => {
-                self.backend.admit(IoDirection::Read, data.len());
-                self.read_into(offset, &data, mem).map(|()| {
-                    self.metrics.read(data.len());
-                    data.len() as u32
-                })
-            }
-            RequestKind::Out { offset, data } => {
-                self.backend.admit(IoDirection::Write, data.len());
-                self.write_from(offset, &data, mem).map(|()| {
-                    self.metrics.write(data.len());
-                    0
-                })
-            }
+            RequestKind::In { offset, data } => self.read_into(offset, &data, mem).map(|()| {
+                self.metrics.read(data.len());
+                data.len() as u32
+            }),
+            RequestKind::Out { offset, data } => self.write_from(offset, &data, mem).map(|()| {
+                self.metrics.write(data.len());
+                0
+            }),
             RequestKind::Flush => self.backend.flush().map_err(ExecError::from).map(|()| {
                 self.metrics.flush();
                 0
@@ -146,17 +218,20 @@ impl Executor {
                     self.metrics.discard();
                     0
                 }),
-            RequestKind::WriteZeroes { offset, len, unmap } => {
-                self.backend.admit(IoDirection::Write, 0);
-                self.backend
-                    .write_zeroes(offset, len, unmap)
-                    .map_err(ExecError::from)
-                    .map(|()| {
-                        self.metrics.write_zeroes();
-                        0
-                    })
-            }
+            RequestKind::WriteZeroes { offset, len, unmap } => self
+                .backend
+                .write_zeroes(offset, len, unmap)
+                .map_err(ExecError::from)
+                .map(|()| {
+                    self.metrics.write_zeroes();
+                    0
+                }),
         };
+        self.outcome(result)
+    }
+
+    /// Count and log a request's result: (status code, data bytes written).
+    fn outcome(&mut self, result: Result<u32, ExecError>) -> (u8, u32) {
         match result {
             Ok(written) => (S_OK, written),
             Err(ExecError::Io(e)) => {

@@ -6,6 +6,7 @@
 //! - `buffers`: a request's guest memory as a byte stream;
 //! - `execute`: running a request against the backend;
 //! - `worker`: the per-disk thread serving the queue;
+//! - `worker_async`: its io=native loop, with reads and writes in flight (Linux AIO);
 //! - `metrics`: counters for the API.
 
 mod buffers;
@@ -17,6 +18,7 @@ mod request;
 #[cfg(test)]
 mod tests;
 mod worker;
+mod worker_async;
 
 pub use config::{CONFIG_SIZE, MAX_DISCARD_SECTORS, MAX_WRITE_ZEROES_SECTORS, QUEUE_SIZE, SEG_MAX};
 pub use device::VirtioBlk;

@@ -1,5 +1,7 @@
 //! The disk's worker thread: waits on the queue's kick eventfd and a stop eventfd, serves
 //! the available chains in order and interrupts the driver when the queue asks for it.
+//! With io=native the thread runs `worker_async`'s loop instead, which keeps reads and
+//! writes in flight; [`Worker`] picks one.
 //!
 //! The guest cannot stall anything but this thread: a ring that makes no sense (an
 //! available index running ahead of the queue size, rings outside memory) marks the
@@ -18,6 +20,7 @@ use vmm_sys_util::epoll::{ControlOperation, Epoll, EpollEvent, EventSet};
 use vmm_sys_util::eventfd::EventFd;
 
 use super::execute::Executor;
+use super::worker_async::AsyncWorker;
 use crate::block::{DiskBackend, WaitCanceller};
 use crate::virtio::{GuestMemoryMmap, VirtioInterrupt};
 
@@ -26,7 +29,7 @@ const EVENT_STOP: u64 = 1;
 
 /// While working through a long queue (slow disk, throttling), interrupt the driver at
 /// least this often for what has completed so far.
-const NOTIFY_INTERVAL: Duration = Duration::from_millis(2);
+pub(super) const NOTIFY_INTERVAL: Duration = Duration::from_millis(2);
 
 /// Serves one queue. Also used directly (without a thread) by tests.
 pub(crate) struct QueueWorker {
@@ -105,7 +108,7 @@ impl QueueWorker {
     }
 
     /// Whether chains are waiting; an error when the available index makes no sense.
-    fn has_pending(&self) -> Result<bool, String> {
+    pub(super) fn has_pending(&self) -> Result<bool, String> {
         let avail = self
             .queue
             .avail_idx(&self.mem, Ordering::Acquire)
@@ -121,7 +124,7 @@ impl QueueWorker {
         Ok(pending > 0)
     }
 
-    fn notify(&mut self) {
+    pub(super) fn notify(&mut self) {
         match self.queue.needs_notification(&self.mem) {
             Ok(true) => self.interrupt.notify_queue(self.index),
             Ok(false) => {}
@@ -134,7 +137,7 @@ impl QueueWorker {
         self.executor.into_backend()
     }
 
-    fn fail(&mut self, reason: &str) {
+    pub(super) fn fail(&mut self, reason: &str) {
         if !self.broken {
             tracing::error!(
                 "disk {}: queue {} unusable until the device is reset: {reason}",
@@ -189,6 +192,58 @@ impl QueueWorker {
     }
 }
 
+/// The body of a disk's worker thread.
+pub(crate) enum Worker {
+    /// io=threads: one request at a time, on this thread.
+    Sync(Box<QueueWorker>),
+    /// io=native: reads and writes in flight with Linux AIO.
+    Native(Box<AsyncWorker>),
+}
+
+impl Worker {
+    /// The io=native worker when the backend offers its O_DIRECT file and Linux AIO can
+    /// be set up, else the synchronous one (with a warning in the latter case: the
+    /// host's AIO limit `fs.aio-max-nr` may be reached, or AIO forbidden).
+    pub(crate) fn new(base: QueueWorker) -> Self {
+        let Some(native) = base.executor.native_io() else {
+            return Worker::Sync(Box::new(base));
+        };
+        match AsyncWorker::new(base, native) {
+            Ok(w) => Worker::Native(Box::new(w)),
+            Err((e, base)) => {
+                tracing::warn!(
+                    "disk {}: io=native unavailable (cannot set up Linux AIO: {e}); \
+                     serving it as io=threads",
+                    base.id
+                );
+                Worker::Sync(base)
+            }
+        }
+    }
+
+    fn base(&self) -> &QueueWorker {
+        match self {
+            Worker::Sync(w) => w,
+            Worker::Native(w) => w.base(),
+        }
+    }
+
+    /// Give back the backend of a worker that never ran.
+    pub(crate) fn into_backend(self) -> Box<dyn DiskBackend> {
+        match self {
+            Worker::Sync(w) => w.into_backend(),
+            Worker::Native(w) => w.into_backend(),
+        }
+    }
+
+    fn run(self, kick: EventFd, stop_evt: EventFd) -> Box<dyn DiskBackend> {
+        match self {
+            Worker::Sync(w) => w.run(kick, stop_evt),
+            Worker::Native(w) => w.run(kick, stop_evt),
+        }
+    }
+}
+
 /// A running worker thread.
 pub(crate) struct WorkerHandle {
     thread: JoinHandle<Option<Box<dyn DiskBackend>>>,
@@ -202,9 +257,9 @@ impl WorkerHandle {
     /// worker comes back so its backend is not lost.
     pub(crate) fn spawn(
         name: String,
-        worker: QueueWorker,
+        worker: Worker,
         kick: EventFd,
-    ) -> Result<Self, (io::Error, Box<QueueWorker>)> {
+    ) -> Result<Self, (io::Error, Box<Worker>)> {
         let stop_evt = match EventFd::new(libc::EFD_NONBLOCK) {
             Ok(e) => e,
             Err(e) => return Err((e, Box::new(worker))),
@@ -213,15 +268,15 @@ impl WorkerHandle {
             Ok(e) => e,
             Err(e) => return Err((e, Box::new(worker))),
         };
-        let canceller = worker.executor.wait_canceller();
+        let canceller = worker.base().executor.wait_canceller();
         if let Some(c) = &canceller {
             c.reset();
         }
-        let stop = worker.stop.clone();
+        let stop = worker.base().stop.clone();
         stop.store(false, Ordering::Release);
         // The worker is handed over only once the thread exists, so a failed spawn
         // leaves it (and the backend) with the caller.
-        let (tx, rx) = mpsc::sync_channel::<QueueWorker>(1);
+        let (tx, rx) = mpsc::sync_channel::<Worker>(1);
         let thread = match thread::Builder::new().name(name).spawn(move || {
             let worker = rx.recv().ok()?;
             Some(worker.run(kick, thread_stop))

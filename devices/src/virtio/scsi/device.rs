@@ -10,6 +10,7 @@ use super::lun::{Lun, LunConfig, BLOCK_SIZE, MAX_SERIAL_LEN};
 use super::metrics::ScsiMetrics;
 use super::worker::{Worker, WorkerHandle};
 use super::{MAX_TARGETS, NUM_QUEUES, QUEUE_SIZE};
+use crate::block::WaitCanceller;
 use crate::virtio::{
     ActivateError, ActiveQueue, GuestMemoryMmap, VirtioDevice, VirtioInterrupt, F_RING_EVENT_IDX,
     F_RING_INDIRECT_DESC, F_VERSION_1, TYPE_SCSI,
@@ -34,6 +35,8 @@ pub struct VirtioScsi {
     luns: Arc<[Mutex<Lun>]>,
     config: ConfigSpace,
     metrics: ScsiMetrics,
+    /// The throttled disks' wait cancellers, so a reset never waits for throttling.
+    cancellers: Vec<WaitCanceller>,
     worker: Option<WorkerHandle>,
 }
 
@@ -73,10 +76,15 @@ impl VirtioScsi {
                 .collect(),
         );
         let config = ConfigSpace::new(luns.len());
+        let cancellers = luns
+            .iter()
+            .filter_map(|l| l.backend.wait_canceller())
+            .collect();
         Ok(Self {
             luns: luns.into_iter().map(Mutex::new).collect(),
             config,
             metrics,
+            cancellers,
             worker: None,
         })
     }
@@ -154,7 +162,7 @@ impl VirtioDevice for VirtioScsi {
             "activating virtio-scsi"
         );
         let worker = Worker::new(mem, interrupt, queues, self.luns.clone(), sizes);
-        self.worker = Some(WorkerHandle::spawn(worker)?);
+        self.worker = Some(WorkerHandle::spawn(worker, self.cancellers.clone())?);
         Ok(())
     }
 

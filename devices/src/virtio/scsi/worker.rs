@@ -1,5 +1,9 @@
 //! The thread that serves the queues: it sleeps on the kick eventfds and a stop
 //! eventfd, runs every available chain to completion and signals used buffers.
+//!
+//! A throttled disk (`iotune`) blocks this thread in `DiskBackend::admit`; stopping cuts
+//! such waits short through the disks' [`WaitCanceller`]s (as virtio-blk's worker does),
+//! so a reset never waits for the throttle.
 
 use std::io;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -14,6 +18,7 @@ use super::control::process_control;
 use super::lun::Lun;
 use super::process::{process_command, HeaderSizes};
 use super::{CONTROL_QUEUE, EVENT_QUEUE};
+use crate::block::WaitCanceller;
 use crate::virtio::{ActiveQueue, GuestMemoryMmap, VirtioInterrupt};
 
 /// Name of the worker thread (visible in `ps -T`, `top -H`).
@@ -43,11 +48,18 @@ pub(crate) struct WorkerHandle {
     /// Also set on stop, so a worker busy with a queue the guest keeps full notices it
     /// between two requests rather than only when the queue drains.
     stopping: Arc<AtomicBool>,
+    /// One per throttled disk: cancelled on stop so the worker leaves a throttling wait.
+    cancellers: Vec<WaitCanceller>,
     thread: Option<JoinHandle<()>>,
 }
 
 impl WorkerHandle {
-    pub fn spawn(worker: Worker) -> io::Result<Self> {
+    /// Start `worker`; `cancellers` are the throttled disks' wait cancellers (re-armed
+    /// here, since a previous stop left them cancelled only until it returned).
+    pub fn spawn(worker: Worker, cancellers: Vec<WaitCanceller>) -> io::Result<Self> {
+        for c in &cancellers {
+            c.reset();
+        }
         let stop = EventFd::new(EFD_NONBLOCK)?;
         let stop_rx = stop.try_clone()?;
         let stopping = Arc::new(AtomicBool::new(false));
@@ -58,17 +70,22 @@ impl WorkerHandle {
         Ok(Self {
             stop,
             stopping,
+            cancellers,
             thread: Some(thread),
         })
     }
 
     /// Stop the thread and wait for it. It finishes the request it is executing (a
-    /// backend call cannot be interrupted) but never waits for the guest.
+    /// backend call cannot be interrupted; a throttling wait is cut short, and the
+    /// request then runs unthrottled) but never waits for the guest or the throttle.
     pub fn stop(&mut self) {
         let Some(thread) = self.thread.take() else {
             return;
         };
         self.stopping.store(true, Ordering::SeqCst);
+        for c in &self.cancellers {
+            c.cancel();
+        }
         if let Err(e) = self.stop.write(1) {
             // Without the wakeup the join below would hang; leave the thread detached.
             tracing::error!(error = %e, "cannot signal the scsi worker to stop");
@@ -76,6 +93,10 @@ impl WorkerHandle {
         }
         if thread.join().is_err() {
             tracing::error!("scsi worker thread panicked");
+        }
+        // Allow waiting again, for a later activation (spawn re-arms them too).
+        for c in &self.cancellers {
+            c.reset();
         }
     }
 }

@@ -3,6 +3,7 @@
 use std::sync::{Arc, Condvar, Mutex};
 use std::time::{Duration, Instant};
 
+use oxvm_api::IoTune;
 use virtio_bindings::virtio_ring::{VRING_DESC_F_NEXT, VRING_DESC_F_WRITE};
 use virtio_bindings::virtio_scsi::{VIRTIO_SCSI_S_BAD_TARGET, VIRTIO_SCSI_S_OK};
 use virtio_queue::desc::split::Descriptor as SplitDescriptor;
@@ -13,6 +14,7 @@ use vm_memory::{Bytes, GuestAddress};
 use vmm_sys_util::eventfd::EventFd;
 
 use super::{cmd_req, lun_field, read_resp, DiskSpec, DiskState};
+use crate::block::{Throttle, Throttled};
 use crate::virtio::scsi::{LunConfig, ScsiError, VirtioScsi, MAX_TARGETS};
 use crate::virtio::{
     ActivateError, ActiveQueue, GuestMemoryMmap, VirtioDevice, VirtioInterrupt, F_RING_EVENT_IDX,
@@ -420,6 +422,76 @@ fn a_corrupt_avail_index_does_not_wedge_the_worker() {
     let start = Instant::now();
     dev.reset();
     assert!(start.elapsed() < Duration::from_secs(5));
+}
+
+#[test]
+fn reset_does_not_wait_for_throttling() {
+    let mem = memory();
+    let mocks: Vec<_> = (0..3)
+        .map(|q| MockSplitQueue::create(&mem, ring_addr(q), 128))
+        .collect();
+    // 512 bytes per second: the second 64 KiB write would wait two minutes.
+    let tune = IoTune {
+        total_bytes_sec: 512,
+        ..Default::default()
+    };
+    let (mut config, state) = DiskSpec::default().config("slow");
+    config.backend = Box::new(Throttled::new(
+        config.backend,
+        Throttle::new(&tune).unwrap().unwrap(),
+    ));
+    let mut dev = VirtioScsi::new(vec![config]).unwrap();
+    let (_, kicks) = activate(&mut dev, &mem, &mocks, FEATURES).unwrap();
+    // Two WRITE(10)s of 128 blocks to LBA 0 and 128.
+    for (i, lba) in [0u8, 128].into_iter().enumerate() {
+        let at = 0x10_0000 + 0x1000 * i as u64;
+        let cdb = [0x2A, 0, 0, 0, 0, lba, 0, 0, 128, 0];
+        mem.write_slice(&cmd_req(lun_field(0, 0), i as u64, &cdb), GuestAddress(at))
+            .unwrap();
+        add_chain(
+            &mocks[2],
+            3 * i as u16,
+            &[
+                (at, 51, false),
+                (0x20_0000, 65536, false),
+                (at + 0x800, 108, true),
+            ],
+        );
+    }
+    kicks[2].write(1).unwrap();
+    assert_eq!(wait_used(&mocks[2], 1), (0, 108));
+    // The disk records each admission before the throttle decides: once the second is
+    // recorded, the worker is in (or entering) its two-minute wait.
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while state.lock().unwrap().admitted.len() < 2 {
+        assert!(Instant::now() < deadline, "second write never admitted");
+        std::thread::sleep(Duration::from_millis(1));
+    }
+    let start = Instant::now();
+    dev.reset();
+    assert!(
+        start.elapsed() < Duration::from_secs(2),
+        "reset waited for the throttle"
+    );
+    // Activating again works: waits are re-armed, and a command completes.
+    let mem2 = memory();
+    let mocks2: Vec<_> = (0..3)
+        .map(|q| MockSplitQueue::create(&mem2, ring_addr(q), 128))
+        .collect();
+    let (_, kicks2) = activate(&mut dev, &mem2, &mocks2, FEATURES).unwrap();
+    mem2.write_slice(
+        &cmd_req(lun_field(0, 0), 1, &[0, 0, 0, 0, 0, 0]),
+        GuestAddress(0x10_0000),
+    )
+    .unwrap();
+    add_chain(
+        &mocks2[2],
+        0,
+        &[(0x10_0000, 51, false), (0x11_0000, 108, true)],
+    );
+    kicks2[2].write(1).unwrap();
+    assert_eq!(wait_used(&mocks2[2], 1), (0, 108));
+    dev.reset();
 }
 
 /// Whether a thread named `scsi-req` exists in this process (tests run in parallel,

@@ -1,0 +1,241 @@
+//! `oxvm ctl`: one API request per invocation (plus polling for `shutdown` and
+//! `wait-state`), with text or JSON output and exit codes a script can act on.
+
+pub(crate) mod print;
+mod wait;
+
+use std::path::{Path, PathBuf};
+use std::process::ExitCode;
+use std::time::Duration;
+
+use clap::{Args, Subcommand};
+use oxvm_api::control::{ShutdownParams, VmAction, VmState};
+use oxvm_api::{load_vm_file, Client, ClientError, VmConfig};
+use serde::Serialize;
+
+const CTL_HELP: &str = r#"Examples:
+  oxvm ctl --api-socket /run/demo.sock info
+  oxvm ctl --api-socket /run/demo.sock info --json | jq .vcpu_threads
+  oxvm ctl --api-socket /run/demo.sock counters
+  oxvm ctl --api-socket /run/demo.sock pause
+  oxvm ctl --api-socket /run/demo.sock resume
+  oxvm ctl --api-socket /run/demo.sock shutdown --timeout 60 --no-force
+  oxvm ctl --api-socket /run/demo.sock reboot
+  oxvm ctl --api-socket /run/new.sock deploy vm.json     (an `oxvm serve` process)
+  oxvm ctl --api-socket /run/demo.sock wait-state running --timeout 30
+
+`shutdown` presses the ACPI power button and waits until the VM is stopped
+(its process exits); --no-wait returns once the request is accepted.
+The routes behind each command are in docs/api.md.
+
+Exit status:
+  0  done
+  1  cannot reach the VM, I/O error, or a VM file that cannot be loaded
+  2  usage error
+  3  the VM refused the request (its message is printed), e.g. pause while paused
+  4  timeout: shutdown or wait-state did not get there in time"#;
+
+#[derive(Args)]
+#[command(after_help = CTL_HELP)]
+pub struct CtlArgs {
+    /// The VM's API socket (`oxvm run --api-socket`, `oxvm serve --api-socket`).
+    #[arg(long, value_name = "PATH")]
+    api_socket: PathBuf,
+    /// Print the JSON answer instead of text.
+    #[arg(long, global = true)]
+    json: bool,
+    #[command(subcommand)]
+    command: CtlCommand,
+}
+
+#[derive(Subcommand)]
+enum CtlCommand {
+    /// The VM: name, state, pid, uptime, vCPU threads, last error.
+    Info,
+    /// Disk, NIC, vCPU exit and memory counters.
+    Counters,
+    /// oxvm's and the API's version, as the VM process reports them.
+    Version,
+    /// Create the VM of a VM file in an `oxvm serve` process (state created).
+    Create {
+        /// JSON VM file or OpenNebula template (relative paths are resolved here).
+        file: PathBuf,
+    },
+    /// Create the VM of a VM file and boot it.
+    Deploy {
+        /// JSON VM file or OpenNebula template (relative paths are resolved here).
+        file: PathBuf,
+    },
+    /// Start a created VM.
+    Boot,
+    /// Press the power button and wait until the VM has stopped.
+    Shutdown {
+        #[command(flatten)]
+        params: ShutdownArgs,
+        /// Return once the VM accepted the request, without waiting.
+        #[arg(long)]
+        no_wait: bool,
+    },
+    /// Stop the VM at once (the guest gets no say).
+    Destroy,
+    /// Graceful reboot: power button, then boot again when the guest is off.
+    Reboot {
+        #[command(flatten)]
+        params: ShutdownArgs,
+    },
+    /// Hard reset: rebuild the machine and boot from the start.
+    Reset,
+    /// Stop the vCPUs.
+    Pause,
+    /// Run the vCPUs again.
+    Resume,
+    /// Wait until the VM is in STATE (a VM whose process ended counts as stopped).
+    WaitState {
+        /// empty, created, running, paused, shutting-down or stopped.
+        #[arg(value_parser = parse_state)]
+        state: VmState,
+        /// Give up after this many seconds (exit status 4).
+        #[arg(long, value_name = "S", default_value_t = 60)]
+        timeout: u64,
+    },
+}
+
+#[derive(Args)]
+struct ShutdownArgs {
+    /// Seconds the guest gets to power off (default: the VM file's shutdown.timeout_s).
+    #[arg(long, value_name = "S")]
+    timeout: Option<u64>,
+    /// Destroy the VM if the guest is not off in time (default: shutdown.force).
+    #[arg(long, conflicts_with = "no_force")]
+    force: bool,
+    /// Leave the VM running if the guest is not off in time; report it (exit 4).
+    #[arg(long)]
+    no_force: bool,
+}
+
+impl ShutdownArgs {
+    fn params(&self) -> ShutdownParams {
+        ShutdownParams {
+            timeout_s: self.timeout,
+            force: match (self.force, self.no_force) {
+                (true, _) => Some(true),
+                (_, true) => Some(false),
+                _ => None,
+            },
+        }
+    }
+}
+
+fn parse_state(s: &str) -> Result<VmState, String> {
+    VmState::parse(s).ok_or_else(|| {
+        "expected empty, created, running, paused, shutting-down or stopped".to_string()
+    })
+}
+
+/// Why a command failed: the exit status and what to print.
+pub(crate) struct Failure {
+    pub code: u8,
+    pub message: String,
+}
+
+impl Failure {
+    pub(crate) fn new(code: u8, message: impl Into<String>) -> Failure {
+        Failure {
+            code,
+            message: message.into(),
+        }
+    }
+
+    pub(crate) fn timeout(message: impl Into<String>) -> Failure {
+        Failure::new(4, message)
+    }
+}
+
+impl From<ClientError> for Failure {
+    fn from(e: ClientError) -> Failure {
+        match e {
+            ClientError::Http(e) => Failure::new(3, format!("the VM refused: {e}")),
+            other => Failure::new(1, other.to_string()),
+        }
+    }
+}
+
+pub fn main(args: CtlArgs) -> ExitCode {
+    let client = Client::new(&args.api_socket);
+    match execute(&client, args.command, args.json) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(f) => {
+            eprintln!("oxvm: {}", f.message);
+            ExitCode::from(f.code)
+        }
+    }
+}
+
+fn execute(client: &Client, command: CtlCommand, json: bool) -> Result<(), Failure> {
+    let out = Output { json };
+    let act = |action: VmAction| out.show(&client.action(&action)?, print::state);
+    match command {
+        CtlCommand::Info => out.show(&client.info()?, print::info),
+        CtlCommand::Counters => out.show(&client.counters()?, print::counters),
+        CtlCommand::Version => out.show(&client.version()?, print::version),
+        CtlCommand::Create { file } => {
+            let reply = client.create(&load(&file)?)?;
+            out.show(&reply, print::state)
+        }
+        CtlCommand::Deploy { file } => {
+            let reply = client.deploy(&load(&file)?)?;
+            out.show(&reply, print::state)
+        }
+        CtlCommand::Shutdown { params, no_wait } => {
+            if no_wait {
+                let reply = client.action(&VmAction::Shutdown(params.params()))?;
+                return out.show(&reply, print::state);
+            }
+            let reply = wait::shutdown(client, params.params())?;
+            out.show(&reply, print::state)
+        }
+        CtlCommand::Reboot { params } => out.show(
+            &client.action(&VmAction::Reboot(params.params()))?,
+            print::state,
+        ),
+        CtlCommand::WaitState { state, timeout } => {
+            let reply = wait::state(client, state, Duration::from_secs(timeout))?;
+            out.show(&reply, print::state)
+        }
+        CtlCommand::Boot => act(VmAction::Boot),
+        CtlCommand::Destroy => act(VmAction::Destroy),
+        CtlCommand::Reset => act(VmAction::Reset),
+        CtlCommand::Pause => act(VmAction::Pause),
+        CtlCommand::Resume => act(VmAction::Resume),
+    }
+}
+
+/// Load a VM file here, with relative paths made absolute: the VM process may run in
+/// another directory.
+fn load(file: &Path) -> Result<VmConfig, Failure> {
+    let file = std::path::absolute(file)
+        .map_err(|e| Failure::new(1, format!("{}: {e}", file.display())))?;
+    let (config, warnings) = load_vm_file(&file).map_err(|e| Failure::new(1, e.to_string()))?;
+    for w in warnings {
+        eprintln!("oxvm: warning: {w}");
+    }
+    Ok(config)
+}
+
+struct Output {
+    json: bool,
+}
+
+impl Output {
+    /// The JSON of `value` with `--json`, else its text form.
+    fn show<T: Serialize>(&self, value: &T, text: fn(&T) -> String) -> Result<(), Failure> {
+        if self.json {
+            let json = serde_json::to_string_pretty(value)
+                .map_err(|e| Failure::new(1, format!("encoding the answer: {e}")))?;
+            println!("{json}");
+        } else {
+            print!("{}", text(value));
+        }
+        Ok(())
+    }
+}

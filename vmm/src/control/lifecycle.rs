@@ -1,0 +1,344 @@
+//! The VM's state machine on the main thread: it owns the machine and its vCPU
+//! threads and applies guest events, signals and API actions to them. The transition
+//! table itself is `VmState::check` in the API crate, shared with the docs.
+
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use kvm_ioctls::Kvm;
+use oxvm_api::control::{ActionReply, VcpuThread, VmInfo};
+use oxvm_api::{ApiError, ApiReply, ApiRequest, OnReboot, VmConfig, VmState};
+use vmm_sys_util::timerfd::TimerFd;
+
+use super::counters::CounterTotals;
+use super::VmExit;
+use crate::cgroup::CgroupGuard;
+use crate::error::VmmError;
+use crate::events::VmEvents;
+use crate::machine::Machine;
+use crate::vcpu::VcpuGroup;
+
+/// A graceful shutdown (or ACPI reboot) waiting for the guest to power off.
+#[derive(Debug, Clone, Copy)]
+pub(super) struct PendingShutdown {
+    /// Boot again when the guest has powered off (API `reboot`).
+    pub reboot: bool,
+    /// Destroy the VM when the timer expires.
+    pub force: bool,
+    /// The stop signal that asked for it: the process ends either way.
+    pub signal: Option<i32>,
+    pub timeout_s: u64,
+}
+
+pub struct Lifecycle {
+    kvm: Kvm,
+    events: VmEvents,
+    timer: Arc<Mutex<TimerFd>>,
+    pub(super) cfg: Option<VmConfig>,
+    /// Dropped last: moves the process out of the VM's cgroup and removes it.
+    _cgroup: Option<CgroupGuard>,
+    pub(super) machine: Option<Machine>,
+    pub(super) vcpus: Option<VcpuGroup>,
+    pub(super) state: VmState,
+    booted_at: Option<Instant>,
+    boots: u64,
+    /// Bumped whenever a machine is torn down; guest events read in the same batch
+    /// as a teardown come from the old machine and are ignored.
+    generation: u64,
+    pub(super) last_error: Option<String>,
+    pub(super) pending: Option<PendingShutdown>,
+    pub(super) totals: CounterTotals,
+    /// Set when the VM has stopped: how the process ends.
+    exit: Option<Result<VmExit, VmmError>>,
+}
+
+impl Lifecycle {
+    pub fn new(kvm: Kvm, events: VmEvents, timer: Arc<Mutex<TimerFd>>) -> Self {
+        Lifecycle {
+            kvm,
+            events,
+            timer,
+            cfg: None,
+            _cgroup: None,
+            machine: None,
+            vcpus: None,
+            state: VmState::Empty,
+            booted_at: None,
+            boots: 0,
+            generation: 0,
+            last_error: None,
+            pending: None,
+            totals: CounterTotals::default(),
+            exit: None,
+        }
+    }
+
+    pub fn state(&self) -> VmState {
+        self.state
+    }
+
+    pub fn generation(&self) -> u64 {
+        self.generation
+    }
+
+    /// How the process ends, once the VM has stopped.
+    pub fn take_exit(&mut self) -> Option<Result<VmExit, VmmError>> {
+        self.exit.take()
+    }
+
+    /// Build the VM (`empty` → `created`). On error nothing is left behind.
+    pub fn create(&mut self, cfg: VmConfig) -> Result<(), VmmError> {
+        crate::thread_name::set_current(&cfg.name);
+        // Enter the VM's cgroup before the machine exists, so guest RAM is charged to it.
+        let cgroup = crate::cgroup::apply(&cfg)?;
+        self.events.drain();
+        let machine = Machine::build(&self.kvm, &cfg, &self.events)?;
+        self._cgroup = Some(cgroup);
+        self.machine = Some(machine);
+        self.cfg = Some(cfg);
+        self.state = VmState::Created;
+        Ok(())
+    }
+
+    /// Start the vCPUs of the built machine (`created` → `running`).
+    pub fn boot(&mut self) -> Result<(), VmmError> {
+        let machine = self
+            .machine
+            .as_mut()
+            .ok_or_else(|| VmmError::Device("no VM to boot".into()))?;
+        self.vcpus = Some(machine.start(&self.events)?);
+        self.state = VmState::Running;
+        self.booted_at = Some(Instant::now());
+        self.boots += 1;
+        Ok(())
+    }
+
+    /// Stop the vCPUs and drop the machine, keeping what they counted.
+    fn teardown(&mut self) {
+        self.generation += 1;
+        self.totals
+            .absorb(self.machine.as_ref(), self.vcpus.as_ref());
+        if let Some(mut v) = self.vcpus.take() {
+            v.stop();
+        }
+        self.machine = None;
+        self.disarm_timer();
+        self.pending = None;
+    }
+
+    /// Reset in place: a new machine from the same config, booted from the start.
+    pub(super) fn rebuild(&mut self) -> Result<(), VmmError> {
+        self.teardown();
+        let cfg = self
+            .cfg
+            .clone()
+            .ok_or_else(|| VmmError::Device("no VM to rebuild".into()))?;
+        self.events.drain();
+        self.machine = Some(Machine::build(&self.kvm, &cfg, &self.events)?);
+        self.boot()
+    }
+
+    /// The VM is over: stop everything and remember how the process ends.
+    pub(super) fn stop(&mut self, exit: VmExit) {
+        self.teardown();
+        self.state = VmState::Stopped;
+        self.exit.get_or_insert(Ok(exit));
+    }
+
+    pub(super) fn fail(&mut self, e: VmmError) {
+        self.teardown();
+        self.state = VmState::Stopped;
+        self.exit.get_or_insert(Err(e));
+    }
+
+    /// Rebuild, or end the process if that fails.
+    pub(super) fn rebuild_or_fail(&mut self) {
+        if let Err(e) = self.rebuild() {
+            self.fail(e);
+        }
+    }
+
+    // --- guest events ---
+
+    pub fn on_power_off(&mut self) {
+        match self.pending {
+            Some(p) if p.reboot => {
+                tracing::info!("guest powered off for a reboot: booting again");
+                self.rebuild_or_fail();
+            }
+            _ => {
+                tracing::info!("guest powered off");
+                self.stop(VmExit::PowerOff);
+            }
+        }
+    }
+
+    pub fn on_guest_reset(&mut self) {
+        if self.pending.is_some() {
+            // Going down during a shutdown: the guest has left; finish the shutdown.
+            return self.on_power_off();
+        }
+        match self.cfg.as_ref().map(|c| c.on_reboot) {
+            Some(OnReboot::Restart) => {
+                tracing::info!("guest reset: restarting");
+                self.rebuild_or_fail();
+            }
+            _ => {
+                tracing::info!("guest reset: exiting (on_reboot = exit)");
+                self.stop(VmExit::Reboot);
+            }
+        }
+    }
+
+    pub fn on_vcpu_failed(&mut self) {
+        self.fail(VmmError::VcpuFailed {
+            index: 0,
+            reason: "see the register dump above".into(),
+        });
+    }
+
+    pub fn on_dump_request(&self) {
+        if let Some(v) = &self.vcpus {
+            v.request_dump();
+        }
+    }
+
+    // --- graceful shutdown ---
+
+    /// Press the power button and give the guest `p.timeout_s` to power off.
+    pub(super) fn begin_shutdown(&mut self, p: PendingShutdown) -> Result<(), VmmError> {
+        let Some(machine) = &self.machine else {
+            return Err(VmmError::Device("no VM to shut down".into()));
+        };
+        machine.press_power_button();
+        self.timer
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .reset(Duration::from_secs(p.timeout_s.max(1)), None)
+            .map_err(|e| VmmError::Io(std::io::Error::from_raw_os_error(e.errno())))?;
+        tracing::info!(
+            "power button pressed; the guest has {} s to power off",
+            p.timeout_s
+        );
+        self.pending = Some(p);
+        self.state = VmState::ShuttingDown;
+        Ok(())
+    }
+
+    fn disarm_timer(&self) {
+        if let Err(e) = self.timer.lock().unwrap_or_else(|e| e.into_inner()).clear() {
+            tracing::warn!("cannot disarm the shutdown timer: {e}");
+        }
+    }
+
+    pub fn on_shutdown_timeout(&mut self) {
+        let Some(p) = self.pending else { return };
+        if let Some(s) = p.signal {
+            tracing::warn!(
+                "the guest did not power off within {} s: stopping it",
+                p.timeout_s
+            );
+            return self.stop(VmExit::Signal(s));
+        }
+        if p.force {
+            tracing::warn!(
+                "the guest did not power off within {} s: destroying it (force)",
+                p.timeout_s
+            );
+            return self.stop(VmExit::Destroyed);
+        }
+        self.pending = None;
+        self.state = VmState::Running;
+        let what = if p.reboot { "reboot" } else { "shutdown" };
+        self.last_error = Some(format!(
+            "{what} timed out after {} s: the guest did not power off (force was off, the VM keeps running)",
+            p.timeout_s
+        ));
+        tracing::warn!("{}", self.last_error.as_deref().unwrap_or_default());
+    }
+
+    /// SIGTERM/SIGINT: graceful shutdown with the VM file's timeout; the process ends
+    /// either way. A second one, or SIGHUP, stops at once.
+    pub fn on_signal(&mut self, signo: i32) {
+        let graceful = signo != libc::SIGHUP
+            && self.pending.is_none()
+            && matches!(self.state, VmState::Running | VmState::Paused);
+        if !graceful {
+            tracing::info!("stopping on {}", crate::signals::signal_name(signo));
+            return self.stop(VmExit::Signal(signo));
+        }
+        if self.state == VmState::Paused {
+            self.resume_vcpus();
+        }
+        let timeout_s = self.cfg.as_ref().map_or(0, |c| c.shutdown.timeout_s);
+        tracing::info!(
+            "{}: shutting the guest down (up to {timeout_s} s)",
+            crate::signals::signal_name(signo)
+        );
+        let p = PendingShutdown {
+            reboot: false,
+            force: true,
+            signal: Some(signo),
+            timeout_s,
+        };
+        if let Err(e) = self.begin_shutdown(p) {
+            tracing::error!("graceful shutdown: {e}");
+            self.stop(VmExit::Signal(signo));
+        }
+    }
+
+    pub(super) fn resume_vcpus(&mut self) {
+        if let Some(v) = &self.vcpus {
+            v.resume();
+        }
+        self.state = VmState::Running;
+    }
+
+    // --- API reads ---
+
+    pub(super) fn info(&self) -> VmInfo {
+        VmInfo {
+            name: self.cfg.as_ref().map(|c| c.name.clone()),
+            state: self.state,
+            pid: std::process::id(),
+            uptime_s: self
+                .booted_at
+                .filter(|_| self.vcpus.is_some())
+                .map(|t| t.elapsed().as_secs_f64()),
+            boots: self.boots,
+            vcpu_threads: self
+                .vcpus
+                .as_ref()
+                .map(|v| {
+                    v.threads()
+                        .into_iter()
+                        .map(|(index, tid)| VcpuThread { index, tid })
+                        .collect()
+                })
+                .unwrap_or_default(),
+            last_error: self.last_error.clone(),
+            config: self.cfg.clone(),
+        }
+    }
+
+    pub(super) fn reply_state(&self) -> Result<ApiReply, ApiError> {
+        Ok(ApiReply::Action(ActionReply { state: self.state }))
+    }
+
+    pub fn handle_api(&mut self, request: ApiRequest) -> Result<ApiReply, ApiError> {
+        match request {
+            ApiRequest::Info => Ok(ApiReply::Info(Box::new(self.info()))),
+            ApiRequest::Counters => {
+                let guest = self.cfg.as_ref().map_or(0, |c| c.memory_mib << 20);
+                Ok(ApiReply::Counters(Box::new(self.totals.report(
+                    self.machine.as_ref(),
+                    self.vcpus.as_ref(),
+                    guest,
+                ))))
+            }
+            ApiRequest::Create(cfg) => self.api_create(*cfg, false),
+            ApiRequest::Deploy(cfg) => self.api_create(*cfg, true),
+            ApiRequest::Action(a) => self.api_action(a),
+        }
+    }
+}

@@ -1,0 +1,123 @@
+//! Pausing vCPU threads: a paused vCPU waits outside KVM_RUN, between two exits, so no
+//! guest instruction runs and no device access is half done.
+
+use std::sync::{Condvar, Mutex, MutexGuard};
+
+#[derive(Default)]
+struct State {
+    paused: bool,
+    /// vCPU threads currently parked.
+    parked: usize,
+    /// vCPU threads that have ended (a parked count never reaches them).
+    gone: usize,
+    /// Set when the threads are being stopped: nobody parks any more.
+    stopping: bool,
+}
+
+/// Shared by the control thread and the vCPU threads of one boot.
+#[derive(Default)]
+pub struct PauseControl {
+    state: Mutex<State>,
+    cv: Condvar,
+}
+
+impl PauseControl {
+    fn lock(&self) -> MutexGuard<'_, State> {
+        self.state.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// Ask the vCPUs to park; the caller kicks them out of KVM_RUN and then calls
+    /// [`wait_parked`](Self::wait_parked).
+    pub fn request_pause(&self) {
+        self.lock().paused = true;
+    }
+
+    /// Wait until each of `total` vCPU threads has parked or ended.
+    pub fn wait_parked(&self, total: usize) {
+        let mut s = self.lock();
+        while s.paused && s.parked + s.gone < total {
+            s = self.cv.wait(s).unwrap_or_else(|e| e.into_inner());
+        }
+    }
+
+    /// Let parked vCPUs run again.
+    pub fn resume(&self) {
+        self.lock().paused = false;
+        self.cv.notify_all();
+    }
+
+    /// The threads are about to be stopped: release any parked one for good.
+    pub fn release_for_stop(&self) {
+        let mut s = self.lock();
+        s.stopping = true;
+        s.paused = false;
+        self.cv.notify_all();
+    }
+
+    /// Called by a vCPU thread between exits: park while a pause is requested.
+    pub(super) fn park_if_paused(&self) {
+        let mut s = self.lock();
+        if !s.paused || s.stopping {
+            return;
+        }
+        s.parked += 1;
+        self.cv.notify_all();
+        while s.paused && !s.stopping {
+            s = self.cv.wait(s).unwrap_or_else(|e| e.into_inner());
+        }
+        s.parked -= 1;
+    }
+
+    /// Called by a vCPU thread when it ends, so a pause does not wait for it.
+    pub(super) fn thread_gone(&self) {
+        self.lock().gone += 1;
+        self.cv.notify_all();
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::sync::Arc;
+
+    #[test]
+    fn pause_waits_for_every_thread_to_park_or_end() {
+        let pc = Arc::new(PauseControl::default());
+        pc.request_pause();
+        let workers: Vec<_> = (0..3)
+            .map(|i| {
+                let pc = pc.clone();
+                std::thread::spawn(move || {
+                    if i == 2 {
+                        pc.thread_gone();
+                    } else {
+                        pc.park_if_paused();
+                    }
+                })
+            })
+            .collect();
+        pc.wait_parked(3);
+        assert_eq!(pc.lock().parked, 2);
+        assert!(pc.lock().paused);
+        pc.resume();
+        for w in workers {
+            w.join().unwrap();
+        }
+        assert_eq!(pc.lock().parked, 0);
+    }
+
+    #[test]
+    fn stopping_releases_parked_threads_and_stops_parking() {
+        let pc = Arc::new(PauseControl::default());
+        pc.request_pause();
+        let t = {
+            let pc = pc.clone();
+            std::thread::spawn(move || pc.park_if_paused())
+        };
+        pc.wait_parked(1);
+        pc.release_for_stop();
+        t.join().unwrap();
+        pc.request_pause();
+        pc.park_if_paused(); // returns at once: stopping
+    }
+}
