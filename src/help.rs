@@ -69,3 +69,13 @@ Each attribute that is not supported is named on stderr as
 "oxvm: warning: line N: ATTRIBUTE: ...". A JSON VM file is accepted too and
 printed with every default filled in.
 Exit status: 0 when converted (warnings or not), 1 when the file is refused."#;
+
+pub const RESTORE_EXAMPLES: &str = r#"Examples:
+  oxvm ctl --api-socket /run/oxvm/web.sock save /var/lib/oxvm/web.save --stop
+  oxvm restore /var/lib/oxvm/web.save
+  oxvm restore --api-socket /run/oxvm/web.sock --memory copy /var/lib/oxvm/web.save
+  oxvm restore --disk root=/new/place/root.qcow2 --tap eth0=one-7-0 DIR
+
+The state file is checked before anything starts (magic, checksum, format version,
+this host's CPU features); a refused file exits 1 with the reason. Exit status as
+for `oxvm run`."#;

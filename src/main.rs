@@ -9,6 +9,7 @@ use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};
+use oxvm_api::control::{MemoryMode, RestoreParams};
 use oxvm_api::{load_vm_file, read_vm_file, Paths};
 use oxvm_vmm::{RunOptions, VmExit, VmmError};
 
@@ -45,6 +46,28 @@ enum Command {
         #[arg(long, value_name = "PATH")]
         api_socket: PathBuf,
     },
+    /// Restore a VM saved with `oxvm ctl save` in this new process and resume it.
+    #[command(after_help = help::RESTORE_EXAMPLES)]
+    Restore {
+        /// Serve the control API on this Unix socket.
+        #[arg(long, value_name = "PATH")]
+        api_socket: Option<PathBuf>,
+        /// lazy: map memory.raw privately, pages load on first touch; copy: read it all
+        /// before the guest runs.
+        #[arg(long, value_enum, default_value = "lazy")]
+        memory: MemoryArg,
+        /// Use another file for a disk: ID=PATH (repeatable).
+        #[arg(long = "disk", value_name = "ID=PATH", value_parser = ctl::parse_override)]
+        disks: Vec<(String, String)>,
+        /// Use another tap for a NIC: ID=NAME (repeatable).
+        #[arg(long = "tap", value_name = "ID=NAME", value_parser = ctl::parse_override)]
+        taps: Vec<(String, String)>,
+        /// Stay paused after the restore.
+        #[arg(long)]
+        paused: bool,
+        /// The directory a save wrote (state.oxvm, memory.raw).
+        dir: PathBuf,
+    },
     /// Drive a running VM through its API socket.
     Ctl(ctl::CtlArgs),
     /// List the VMs of this user that serve an API socket.
@@ -54,6 +77,12 @@ enum Command {
         #[command(subcommand)]
         command: ConfigCommand,
     },
+}
+
+#[derive(Clone, Copy, clap::ValueEnum)]
+enum MemoryArg {
+    Lazy,
+    Copy,
 }
 
 #[derive(Subcommand)]
@@ -87,7 +116,32 @@ fn main() -> ExitCode {
         Command::Serve { api_socket } => exit_status(oxvm_vmm::run(RunOptions {
             config: None,
             api_socket: Some(api_socket),
+            restore: None,
         })),
+        Command::Restore {
+            api_socket,
+            memory,
+            disks,
+            taps,
+            paused,
+            dir,
+        } => {
+            let restore = RestoreParams {
+                dir: std::path::absolute(&dir).unwrap_or(dir),
+                memory: match memory {
+                    MemoryArg::Lazy => MemoryMode::Lazy,
+                    MemoryArg::Copy => MemoryMode::Copy,
+                },
+                disks: disks.into_iter().map(|(k, v)| (k, v.into())).collect(),
+                taps: taps.into_iter().collect(),
+                paused,
+            };
+            exit_status(oxvm_vmm::run(RunOptions {
+                config: None,
+                api_socket,
+                restore: Some(restore),
+            }))
+        }
         Command::Ctl(args) => ctl::main(args),
         Command::List(args) => list::main(args),
         Command::Config {
@@ -113,6 +167,7 @@ fn run(vm_file: &Path, api_socket: Option<PathBuf>) -> ExitCode {
     exit_status(oxvm_vmm::run(RunOptions {
         config: Some(cfg),
         api_socket,
+        restore: None,
     }))
 }
 
@@ -120,7 +175,9 @@ fn run(vm_file: &Path, api_socket: Option<PathBuf>) -> ExitCode {
 /// through the API; 1 on an error; 128+N for signal N (shell convention).
 fn exit_status(result: Result<VmExit, VmmError>) -> ExitCode {
     match result {
-        Ok(VmExit::PowerOff | VmExit::Reboot | VmExit::Destroyed) => ExitCode::SUCCESS,
+        Ok(VmExit::PowerOff | VmExit::Reboot | VmExit::Destroyed | VmExit::Saved) => {
+            ExitCode::SUCCESS
+        }
         Ok(VmExit::Signal(s)) => ExitCode::from((128 + s) as u8),
         Err(e) => {
             eprintln!("oxvm: {e}");

@@ -17,6 +17,10 @@ use crate::bus::BusDevice;
 use crate::irq::IrqLine;
 use crate::trigger::EventFdTrigger;
 
+mod state;
+
+pub use state::AcpiPmState;
+
 /// Size of the port block (`arch::layout::ACPI_PM_PORT_LEN`).
 pub const ACPI_PM_PORT_LEN: u64 = 0x10;
 

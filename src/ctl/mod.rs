@@ -9,7 +9,7 @@ use std::process::ExitCode;
 use std::time::Duration;
 
 use clap::{Args, Subcommand};
-use oxvm_api::control::{ShutdownParams, VmAction, VmState};
+use oxvm_api::control::{MemoryMode, RestoreParams, SaveParams, ShutdownParams, VmAction, VmState};
 use oxvm_api::{load_vm_file, Client, ClientError, VmConfig};
 use serde::Serialize;
 
@@ -89,6 +89,31 @@ enum CtlCommand {
     Pause,
     /// Run the vCPUs again.
     Resume,
+    /// Save the VM's state and memory into DIR (state.oxvm, memory.raw).
+    Save {
+        /// Directory to write (created; must not hold a saved VM already).
+        dir: PathBuf,
+        /// Stop the VM once saved (otherwise it goes on).
+        #[arg(long)]
+        stop: bool,
+    },
+    /// Restore a saved VM into this (empty) `oxvm serve` process.
+    Restore {
+        /// The directory a save wrote.
+        dir: PathBuf,
+        /// Copy memory.raw into fresh memory instead of mapping it lazily.
+        #[arg(long)]
+        copy_memory: bool,
+        /// Use another file for a disk: ID=PATH (repeatable).
+        #[arg(long = "disk", value_name = "ID=PATH", value_parser = parse_override)]
+        disks: Vec<(String, String)>,
+        /// Use another tap for a NIC: ID=NAME (repeatable).
+        #[arg(long = "tap", value_name = "ID=NAME", value_parser = parse_override)]
+        taps: Vec<(String, String)>,
+        /// Stay paused after the restore.
+        #[arg(long)]
+        paused: bool,
+    },
     /// Wait until the VM is in STATE (a VM whose process ended counts as stopped).
     WaitState {
         /// empty, created, running, paused, shutting-down or stopped.
@@ -126,6 +151,14 @@ impl ShutdownArgs {
     }
 }
 
+/// `ID=VALUE` of `--disk` and `--tap`.
+pub(crate) fn parse_override(s: &str) -> Result<(String, String), String> {
+    match s.split_once('=') {
+        Some((id, v)) if !id.is_empty() && !v.is_empty() => Ok((id.to_string(), v.to_string())),
+        _ => Err(format!("{s:?}: expected ID=VALUE")),
+    }
+}
+
 fn parse_state(s: &str) -> Result<VmState, String> {
     VmState::parse(s).ok_or_else(|| {
         "expected empty, created, running, paused, shutting-down or stopped".to_string()
@@ -160,8 +193,17 @@ impl From<ClientError> for Failure {
     }
 }
 
+/// Saving or restoring a large guest writes or reads gigabytes: allow it an hour.
+const PERSIST_TIMEOUT: Duration = Duration::from_secs(3600);
+
 pub fn main(args: CtlArgs) -> ExitCode {
-    let client = Client::new(&args.api_socket);
+    let mut client = Client::new(&args.api_socket);
+    if matches!(
+        args.command,
+        CtlCommand::Save { .. } | CtlCommand::Restore { .. }
+    ) {
+        client = client.with_timeout(PERSIST_TIMEOUT);
+    }
     match execute(&client, args.command, args.json) {
         Ok(()) => ExitCode::SUCCESS,
         Err(f) => {
@@ -202,12 +244,40 @@ fn execute(client: &Client, command: CtlCommand, json: bool) -> Result<(), Failu
             let reply = wait::state(client, state, Duration::from_secs(timeout))?;
             out.show(&reply, print::state)
         }
+        CtlCommand::Save { dir, stop } => {
+            let dir = absolute(&dir)?;
+            out.show(&client.save(&SaveParams { dir, stop })?, print::state)
+        }
+        CtlCommand::Restore {
+            dir,
+            copy_memory,
+            disks,
+            taps,
+            paused,
+        } => {
+            let params = RestoreParams {
+                dir: absolute(&dir)?,
+                memory: if copy_memory {
+                    MemoryMode::Copy
+                } else {
+                    MemoryMode::Lazy
+                },
+                disks: disks.into_iter().map(|(k, v)| (k, v.into())).collect(),
+                taps: taps.into_iter().collect(),
+                paused,
+            };
+            out.show(&client.restore(&params)?, print::state)
+        }
         CtlCommand::Boot => act(VmAction::Boot),
         CtlCommand::Destroy => act(VmAction::Destroy),
         CtlCommand::Reset => act(VmAction::Reset),
         CtlCommand::Pause => act(VmAction::Pause),
         CtlCommand::Resume => act(VmAction::Resume),
     }
+}
+
+fn absolute(p: &Path) -> Result<PathBuf, Failure> {
+    std::path::absolute(p).map_err(|e| Failure::new(1, format!("{}: {e}", p.display())))
 }
 
 /// Load a VM file here, with relative paths made absolute: the VM process may run in

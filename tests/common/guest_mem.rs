@@ -13,7 +13,7 @@ fn read_at(pid: u32, addr: u64, buf: &mut [u8]) -> bool {
 /// Host address of guest-physical 0 in process `pid`, whose guest RAM is `size`
 /// bytes and holds `probe` at guest-physical `probe_gpa` (e.g. the payload's code).
 /// The kernel may merge the RAM mapping with a neighbouring anonymous one, so the RAM
-/// is looked for at both ends of every large enough read-write anonymous mapping.
+/// is looked for at both ends of every large enough read-write mapping.
 pub fn ram_base(pid: u32, size: u64, probe_gpa: u64, probe: &[u8]) -> u64 {
     let maps = std::fs::read_to_string(format!("/proc/{pid}/maps")).unwrap();
     let mut found = Vec::new();
@@ -22,7 +22,8 @@ pub fn ram_base(pid: u32, size: u64, probe_gpa: u64, probe: &[u8]) -> u64 {
         let (Some(range), Some(perms)) = (f.next(), f.next()) else {
             continue;
         };
-        if !perms.starts_with("rw") || f.nth(3).is_some() {
+        // Anonymous, or a private mapping of a saved memory file (a lazy restore).
+        if !perms.starts_with("rw") {
             continue;
         }
         let Some((a, b)) = range.split_once('-') else {

@@ -33,6 +33,9 @@ pub enum VmmError {
     VcpuFailed { index: u32, reason: String },
     #[error("cannot start vCPU thread {index}: {source}")]
     VcpuThread { index: u32, source: std::io::Error },
+    /// A state or memory file was refused, or could not be written.
+    #[error(transparent)]
+    Snapshot(#[from] crate::snapshot::SnapshotError),
     /// `resources` (cgroup, vCPU pinning) could not be applied on this host.
     #[error(transparent)]
     Cgroup(#[from] crate::cgroup::CgroupError),

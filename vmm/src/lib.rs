@@ -6,10 +6,15 @@ mod devices;
 mod error;
 mod events;
 mod interrupts;
+pub mod kvm_state;
 mod machine;
+mod machine_state;
 mod memory;
+#[allow(dead_code)] // WIP-MIGRATION: wired up next
+mod migration;
 mod platform;
 pub mod signals;
+pub mod snapshot;
 pub mod thread_name;
 mod vcpu;
 

@@ -18,6 +18,7 @@ use crate::devices::{attach_virtio_devices, DeviceMetrics, PciBus};
 use crate::error::{kvm_err, VmmError};
 use crate::events::VmEvents;
 use crate::interrupts::InterruptManager;
+use crate::machine_state::RestoreSource;
 use crate::memory::create_guest_memory;
 use crate::platform::{attach_platform, Platform};
 use crate::vcpu::pause::PauseControl;
@@ -26,17 +27,19 @@ use crate::vcpu::{create_vcpu, spawn_vcpu, StartGate, VcpuGroup, VcpuSetup, Vcpu
 /// A built, not yet running machine.
 pub struct Machine {
     // Field order is drop order: vCPUs and devices before the VM, the VM before memory.
-    vcpus: Vec<VcpuFd>,
+    pub(crate) vcpus: Vec<VcpuFd>,
     /// Host CPUs each vCPU thread is pinned to (`resources.vcpu_pinning`).
     pinning: Vec<Option<Vec<usize>>>,
-    pci: PciBus,
+    pub(crate) pci: PciBus,
     metrics: DeviceMetrics,
-    platform: Platform,
+    /// The host's MSR list: what a saved vCPU state includes.
+    msr_list: Arc<Vec<u32>>,
+    pub(crate) platform: Platform,
     mmio: Bus,
     /// Held so the VM (and its irqfds and slots) lives as long as the machine.
-    _vm: Arc<VmFd>,
+    pub(crate) vm: Arc<VmFd>,
     /// Held so the guest RAM mapping outlives every vCPU that runs on it.
-    _mem: GuestMemoryMmap,
+    pub(crate) mem: GuestMemoryMmap,
 }
 
 fn payload(cfg: &VmConfig) -> Payload {
@@ -59,8 +62,23 @@ fn payload(cfg: &VmConfig) -> Payload {
     }
 }
 
+/// How a built machine begins: from its boot payload, or from a saved state.
+pub enum Start<'a> {
+    Boot,
+    Restore(&'a RestoreSource<'a>),
+}
+
 impl Machine {
     pub fn build(kvm: &Kvm, cfg: &VmConfig, events: &VmEvents) -> Result<Machine, VmmError> {
+        Self::build_from(kvm, cfg, events, Start::Boot)
+    }
+
+    pub fn build_from(
+        kvm: &Kvm,
+        cfg: &VmConfig,
+        events: &VmEvents,
+        start: Start,
+    ) -> Result<Machine, VmmError> {
         let max = kvm.get_max_vcpus();
         if cfg.vcpus as usize > max {
             return Err(VmmError::TooManyVcpus {
@@ -92,14 +110,21 @@ impl Machine {
         .map_err(kvm_err("KVM_CREATE_PIT2"))?;
 
         let ram = RamLayout::new(cfg.memory_mib << 20);
-        let mem = create_guest_memory(&vm, &ram)?;
-        let rsdp = setup_acpi_tables(
-            &mem,
-            &AcpiConfig {
-                num_vcpus: cfg.vcpus as u8,
-            },
-        )?;
-        let entry = load_payload(&mem, &ram, &payload(cfg), rsdp.0)?;
+        let (mem, entry) = match &start {
+            Start::Boot => {
+                let mem = create_guest_memory(&vm, &ram)?;
+                let rsdp = setup_acpi_tables(
+                    &mem,
+                    &AcpiConfig {
+                        num_vcpus: cfg.vcpus as u8,
+                    },
+                )?;
+                let entry = load_payload(&mem, &ram, &payload(cfg), rsdp.0)?;
+                (mem, Some(entry))
+            }
+            // Tables and kernel are in the saved memory already.
+            Start::Restore(src) => (src.map_memory(&vm, &ram)?, None),
+        };
         let platform = attach_platform(&vm, &ram, &cfg.serial, events)?;
         let mmio = Bus::new();
         let interrupts = Arc::new(InterruptManager::new(vm.clone()));
@@ -115,7 +140,7 @@ impl Machine {
             kvm_pv_features,
         };
         let vcpus = (0..cfg.vcpus)
-            .map(|i| create_vcpu(&setup, i, (i == 0).then_some(entry)))
+            .map(|i| create_vcpu(&setup, i, entry.filter(|_| i == 0)))
             .collect::<Result<Vec<_>, _>>()?;
         tracing::info!(
             "built VM {}: {} vCPUs, {} MiB, entry {:?}, KVM PV features {:?}",
@@ -133,27 +158,38 @@ impl Machine {
                     .and_then(|p| p.get(i).cloned())
             })
             .collect();
-        Ok(Machine {
+        let mut machine = Machine {
             vcpus,
             pinning,
             pci,
             metrics,
+            msr_list: Arc::new(msrs),
             platform,
             mmio,
-            _vm: vm,
-            _mem: mem,
-        })
+            vm,
+            mem,
+        };
+        if let Start::Restore(src) = start {
+            machine.apply_saved_state(src)?;
+        }
+        Ok(machine)
     }
 
     /// Start one thread per vCPU; they begin running the guest together once all exist.
     /// A machine starts once: the vCPU fds move into their threads.
-    pub fn start(&mut self, events: &VmEvents) -> Result<VcpuGroup, VmmError> {
+    pub fn start(&mut self, events: &VmEvents, paused: bool) -> Result<VcpuGroup, VmmError> {
         let shared = VcpuShared {
             pio: self.platform.pio.clone(),
             mmio: self.mmio.clone(),
             gate: Arc::new(StartGate::default()),
             pause: Arc::new(PauseControl::default()),
+            msr_list: self.msr_list.clone(),
         };
+        if paused {
+            // Parked before the first KVM_RUN: a restored VM asked to stay paused runs
+            // no guest instruction.
+            shared.pause.request_pause();
+        }
         let mut handles = Vec::new();
         for (i, vcpu) in self.vcpus.drain(..).enumerate() {
             let pin = self.pinning.get(i).cloned().flatten();
@@ -172,7 +208,11 @@ impl Machine {
             }
         }
         shared.gate.open_when_arrived(handles.len());
-        Ok(VcpuGroup::new(handles, shared.pause))
+        let group = VcpuGroup::new(handles, shared.pause);
+        if paused {
+            group.wait_parked();
+        }
+        Ok(group)
     }
 
     /// Press the ACPI power button (the guest's ACPI driver decides what to do).

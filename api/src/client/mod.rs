@@ -13,7 +13,9 @@ use serde::Serialize;
 
 pub use http::RawResponse;
 
-use crate::control::{ActionReply, ApiError, Counters, VersionInfo, VmAction, VmInfo};
+use crate::control::{
+    ActionReply, ApiError, Counters, RestoreParams, SaveParams, VersionInfo, VmAction, VmInfo,
+};
 use crate::VmConfig;
 
 /// How long a request may take by default. Long enough for a pause that waits for
@@ -94,6 +96,16 @@ impl Client {
     /// `POST /v1/vm/deploy` (create and boot).
     pub fn deploy(&self, config: &VmConfig) -> Result<ActionReply, ClientError> {
         self.call("POST", "/v1/vm/deploy", Some(&self.encode(config)?))
+    }
+
+    /// `POST /v1/vm/save`.
+    pub fn save(&self, params: &SaveParams) -> Result<ActionReply, ClientError> {
+        self.call("POST", "/v1/vm/save", Some(&self.encode(params)?))
+    }
+
+    /// `POST /v1/vm/restore` (into an empty `oxvm serve` process).
+    pub fn restore(&self, params: &RestoreParams) -> Result<ActionReply, ClientError> {
+        self.call("POST", "/v1/vm/restore", Some(&self.encode(params)?))
     }
 
     /// `POST /v1/vm/actions/<name>`, with the shutdown parameters as body for

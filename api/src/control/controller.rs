@@ -1,4 +1,4 @@
-use super::{ActionReply, ApiError, ApiRequest, Counters, VmInfo};
+use super::{ActionReply, ApiError, ApiRequest, Counters, MigrationStatus, VmInfo};
 
 /// The reply to an [`ApiRequest`], by request kind.
 #[derive(Debug, Clone, PartialEq)]
@@ -7,6 +7,7 @@ pub enum ApiReply {
     Counters(Box<Counters>),
     /// Create, deploy and every action.
     Action(ActionReply),
+    Migration(Box<MigrationStatus>),
 }
 
 /// What the API server calls for every parsed request. Implemented by the VMM; the

@@ -8,6 +8,8 @@ mod controller;
 mod counters;
 mod error;
 mod info;
+mod migration;
+mod persist;
 mod request;
 mod state;
 
@@ -15,6 +17,8 @@ pub use controller::{ApiReply, VmController};
 pub use counters::{Counters, DiskCounters, MemoryCounters, NicCounters, VcpuCounters};
 pub use error::ApiError;
 pub use info::{ActionReply, VcpuThread, VersionInfo, VmInfo};
+pub use migration::{IncomingParams, MigrateParams, MigrationPhase, MigrationStatus};
+pub use persist::{MemoryMode, RestoreParams, SaveParams};
 pub use request::{ApiRequest, ShutdownParams, VmAction};
 pub use state::VmState;
 

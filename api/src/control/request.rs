@@ -1,5 +1,6 @@
 use serde::{Deserialize, Serialize};
 
+use super::{IncomingParams, MigrateParams, RestoreParams, SaveParams};
 use crate::VmConfig;
 
 /// What a client asks of the VM.
@@ -15,6 +16,16 @@ pub enum ApiRequest {
     Deploy(Box<VmConfig>),
     /// `POST /v1/vm/actions/<name>`.
     Action(VmAction),
+    /// `POST /v1/vm/save`.
+    Save(SaveParams),
+    /// `POST /v1/vm/restore` (into an empty `oxvm serve` process).
+    Restore(RestoreParams),
+    /// `GET /v1/vm/migration`.
+    MigrationStatus,
+    /// `POST /v1/vm/migration`: send this VM.
+    Migrate(MigrateParams),
+    /// `POST /v1/vm/migration/incoming`: receive a VM (empty serve process).
+    Incoming(IncomingParams),
 }
 
 /// The lifecycle actions, `POST /v1/vm/actions/<name>`.

@@ -121,6 +121,7 @@ pub(crate) fn handle(
             Ok(ApiReply::Info(info)) => Reply::ok(status, &info),
             Ok(ApiReply::Counters(counters)) => Reply::ok(status, &counters),
             Ok(ApiReply::Action(reply)) => Reply::ok(status, &reply),
+            Ok(ApiReply::Migration(m)) => Reply::ok(status, &m),
             Err(e) => Reply::error(e),
         },
     }
@@ -151,6 +152,14 @@ pub(crate) fn parse(route: &Route, body: &[u8], base: &Path) -> Result<Parsed, A
             };
             Parsed::Call(ApiRequest::Action(action), status)
         }
+        Target::Save => Parsed::Call(ApiRequest::Save(json_body(body, "save")?), 200),
+        Target::Restore => Parsed::Call(ApiRequest::Restore(json_body(body, "restore")?), 201),
+        Target::MigrationStatus => Parsed::Call(ApiRequest::MigrationStatus, 200),
+        Target::Migrate => Parsed::Call(ApiRequest::Migrate(json_body(body, "migration")?), 202),
+        Target::Incoming => Parsed::Call(
+            ApiRequest::Incoming(json_body(body, "incoming migration")?),
+            202,
+        ),
         Target::Reserved(feature) => {
             return Err(ApiError::not_implemented(format!(
                 "{} {}: {feature} is not implemented in this release",
@@ -158,6 +167,12 @@ pub(crate) fn parse(route: &Route, body: &[u8], base: &Path) -> Result<Parsed, A
             )))
         }
     })
+}
+
+/// A required JSON body of type `T` (unknown fields refused, serde names the field).
+fn json_body<T: serde::de::DeserializeOwned>(body: &[u8], what: &str) -> Result<T, ApiError> {
+    serde_json::from_str(text(body)?)
+        .map_err(|e| ApiError::bad_request(format!("{what} parameters: {e}")))
 }
 
 fn text(body: &[u8]) -> Result<&str, ApiError> {

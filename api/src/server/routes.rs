@@ -13,6 +13,11 @@ pub enum Target {
     Deploy,
     /// `POST /v1/vm/actions/<name>`, by [`crate::control::VmAction::NAMES`] name.
     Action(&'static str),
+    Save,
+    Restore,
+    MigrationStatus,
+    Migrate,
+    Incoming,
     /// Reserved for a later release: answered 501 naming the feature.
     Reserved(&'static str),
 }
@@ -41,8 +46,6 @@ const fn route(
 }
 
 const SNAPSHOTS: &str = "snapshots (planned with save/restore and migration)";
-const SAVE_RESTORE: &str = "save and restore (planned with snapshots and migration)";
-const MIGRATION: &str = "live migration (planned with snapshots and save/restore)";
 const HOTPLUG: &str = "disk and NIC hotplug";
 
 /// Every route, in documentation order. (Kept as a one-line-per-route table.)
@@ -64,10 +67,11 @@ pub const ROUTES: &[Route] = &[
     route("POST", "/v1/vm/snapshots", "Take a snapshot (not yet: 501)", Target::Reserved(SNAPSHOTS)),
     route("POST", "/v1/vm/snapshots/{name}", "Revert to a snapshot (not yet: 501)", Target::Reserved(SNAPSHOTS)),
     route("DELETE", "/v1/vm/snapshots/{name}", "Delete a snapshot (not yet: 501)", Target::Reserved(SNAPSHOTS)),
-    route("POST", "/v1/vm/save", "Save the VM to a file (not yet: 501)", Target::Reserved(SAVE_RESTORE)),
-    route("POST", "/v1/vm/restore", "Restore a saved VM (not yet: 501)", Target::Reserved(SAVE_RESTORE)),
-    route("GET", "/v1/vm/migration", "Migration status (not yet: 501)", Target::Reserved(MIGRATION)),
-    route("POST", "/v1/vm/migration", "Start a migration (not yet: 501)", Target::Reserved(MIGRATION)),
+    route("POST", "/v1/vm/save", "Save state and memory to a directory; stop or go on", Target::Save),
+    route("POST", "/v1/vm/restore", "Restore a saved VM into an empty serve process", Target::Restore),
+    route("GET", "/v1/vm/migration", "Migration progress", Target::MigrationStatus),
+    route("POST", "/v1/vm/migration", "Send this VM to a receiving oxvm (live)", Target::Migrate),
+    route("POST", "/v1/vm/migration/incoming", "Receive a migrating VM (empty serve process)", Target::Incoming),
     route("POST", "/v1/vm/disks", "Hot-add a disk (not yet: 501)", Target::Reserved(HOTPLUG)),
     route("DELETE", "/v1/vm/disks/{id}", "Hot-remove a disk (not yet: 501)", Target::Reserved(HOTPLUG)),
     route("POST", "/v1/vm/nics", "Hot-add a NIC (not yet: 501)", Target::Reserved(HOTPLUG)),

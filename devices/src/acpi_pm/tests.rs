@@ -269,3 +269,69 @@ fn reserved_and_out_of_range_offsets() {
     assert_eq!(h.read16(EN), 0);
     assert_eq!(h.read16(CNT), SCI_EN);
 }
+
+#[test]
+fn state_round_trips_and_redrives_the_sci() {
+    let mut old = Harness::new();
+    old.write16(EN, PWRBTN);
+    old.dev.press_power_button();
+    old.write16(CNT, (S5 as u16) << SLP_TYP_SHIFT);
+    assert!(old.dev.sci_asserted());
+    let json = serde_json::to_string(&old.dev.save_state()).unwrap();
+    let saved: AcpiPmState = serde_json::from_str(&json).unwrap();
+
+    let mut new = Harness::new();
+    new.dev.restore_state(&saved).unwrap();
+    assert_eq!(
+        new.sci_log(),
+        vec![true],
+        "the new machine's SCI line is raised"
+    );
+    assert!(new.dev.sci_asserted());
+    assert_eq!(new.read16(STS), PWRBTN);
+    assert_eq!(new.read16(EN), PWRBTN);
+    assert_eq!(new.read16(CNT), (S5 as u16) << SLP_TYP_SHIFT | SCI_EN);
+    // The guest acknowledges: the line drops as usual.
+    new.write16(STS, PWRBTN);
+    assert_eq!(new.sci_log(), vec![false]);
+
+    // A state without a pending event drives the line low.
+    let mut quiet = Harness::new();
+    quiet
+        .dev
+        .restore_state(&AcpiPmState {
+            pm1_sts: 0,
+            pm1_en: PWRBTN,
+            pm1_cnt: SCI_EN,
+        })
+        .unwrap();
+    assert_eq!(quiet.sci_log(), vec![false]);
+}
+
+#[test]
+fn bad_states_are_refused() {
+    let mut h = Harness::new();
+    for (state, field) in [
+        (
+            AcpiPmState {
+                pm1_sts: 1,
+                pm1_en: 0,
+                pm1_cnt: 0,
+            },
+            "`pm1_sts`",
+        ),
+        (
+            AcpiPmState {
+                pm1_sts: 0,
+                pm1_en: 0,
+                pm1_cnt: SLP_EN,
+            },
+            "`pm1_cnt`",
+        ),
+    ] {
+        let e = h.dev.restore_state(&state).unwrap_err().to_string();
+        assert!(e.contains("acpi_pm") && e.contains(field), "{e}");
+    }
+    assert!(h.sci_log().is_empty());
+    assert_eq!(h.read16(CNT), SCI_EN);
+}

@@ -9,6 +9,10 @@ use super::byte_io::{read_bytes, write_bytes};
 use crate::bus::BusDevice;
 use crate::trigger::EventFdTrigger;
 
+mod state;
+
+pub use state::I8042State;
+
 /// The device spans ports 0x60..=0x64 (see `arch::layout::I8042_PORT`); 0x61-0x63 are
 /// not part of the controller (0x61 is the PC speaker/NMI port we do not emulate).
 pub const I8042_PORT_LEN: u64 = 5;

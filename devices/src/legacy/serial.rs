@@ -1,6 +1,7 @@
 //! 16550A UART (COM1) on top of `vm_superio::Serial`.
 
 use std::io::{self, Write};
+use std::sync::{Arc, Mutex};
 
 use tracing::{debug, error, warn};
 use vm_superio::serial::{Error as SuperioError, NoEvents};
@@ -9,6 +10,10 @@ use vm_superio::Serial;
 use super::byte_io::{read_bytes, write_bytes};
 use crate::bus::BusDevice;
 use crate::trigger::EventFdTrigger;
+
+mod state;
+
+pub use state::SerialState;
 
 /// A UART occupies 8 consecutive ports (THR/RBR .. SCR).
 pub const SERIAL_PORT_LEN: u64 = 8;
@@ -26,7 +31,10 @@ pub enum SerialInputError {
 /// The guest's serial console. Output goes to the sink chosen by the VMM (stdout, a
 /// log file, or `io::sink()`); input is pushed with [`SerialDevice::enqueue_input`].
 pub struct SerialDevice {
-    serial: Serial<EventFdTrigger, NoEvents, Box<dyn Write + Send>>,
+    serial: Serial<EventFdTrigger, NoEvents, Output>,
+    /// Another handle on the sink the UART writes to: restoring a state builds a new
+    /// UART on the same sink (and interrupt), whatever happens to the old one.
+    out: Output,
     /// A broken sink (closed pipe, full disk) fails on every byte; warn once, then
     /// only log at debug level so a chatty guest cannot flood the VMM's log.
     output_failed: bool,
@@ -39,8 +47,10 @@ impl SerialDevice {
     /// after every byte the guest transmits, so a reader of a stdout pipe sees output
     /// immediately (pinned by the `every_byte_is_flushed` test).
     pub fn new(interrupt: EventFdTrigger, out: Box<dyn Write + Send>) -> Self {
+        let out = Output(Arc::new(Mutex::new(out)));
         Self {
-            serial: Serial::new(interrupt, out),
+            serial: Serial::new(interrupt, out.clone()),
+            out,
             output_failed: false,
         }
     }
@@ -67,6 +77,27 @@ impl SerialDevice {
             Err(SuperioError::IOError(e)) => debug!(error = %e, "serial output dropped"),
             Err(e) => error!(error = %e, reg, "serial register write failed"),
         }
+    }
+}
+
+/// The guest's output sink, shared between the UART and the device. Only the vCPU
+/// thread that holds the device's lock writes, so the mutex is never contended.
+#[derive(Clone)]
+struct Output(Arc<Mutex<Box<dyn Write + Send>>>);
+
+impl Output {
+    fn lock(&self) -> std::sync::MutexGuard<'_, Box<dyn Write + Send>> {
+        self.0.lock().unwrap_or_else(|e| e.into_inner())
+    }
+}
+
+impl Write for Output {
+    fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
+        self.lock().write(buf)
+    }
+
+    fn flush(&mut self) -> io::Result<()> {
+        self.lock().flush()
     }
 }
 

@@ -2,6 +2,10 @@
 //! BARs and a capability list, with per-bit write masks so the guest can only change
 //! what real hardware lets it change.
 
+mod state;
+
+pub use state::PciConfigState;
+
 const NUM_REGS: usize = 64;
 const REG_COMMAND: usize = 1;
 const REG_BAR0: usize = 4;

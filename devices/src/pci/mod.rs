@@ -7,7 +7,7 @@ mod device;
 pub mod msix;
 mod root;
 
-pub use config::{Bar, BarChange, BarKind, PciConfig, PciId, COMMAND_MEMORY};
+pub use config::{Bar, BarChange, BarKind, PciConfig, PciConfigState, PciId, COMMAND_MEMORY};
 pub use device::PciDevice;
-pub use msix::{MsiMessage, MsiRouter, Msix, MsixVector};
+pub use msix::{MsiMessage, MsiRouter, Msix, MsixEntryState, MsixState, MsixVector};
 pub use root::{PciConfigIo, PciConfigMmio, PciError, PciRoot, NUM_SLOTS};

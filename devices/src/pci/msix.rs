@@ -5,6 +5,10 @@ use std::sync::Arc;
 
 use vmm_sys_util::eventfd::EventFd;
 
+mod state;
+
+pub use state::{MsixEntryState, MsixState};
+
 pub const CAP_ID_MSIX: u8 = 0x11;
 pub const ENTRY_SIZE: u64 = 16;
 const CTRL_ENABLE: u16 = 1 << 15;

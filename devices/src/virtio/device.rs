@@ -3,7 +3,8 @@ use std::sync::Arc;
 use virtio_queue::Queue;
 use vmm_sys_util::eventfd::EventFd;
 
-use super::GuestMemoryMmap;
+use super::{GuestMemoryMmap, VirtioDeviceState};
+use crate::state::StateError;
 
 /// How a device tells the driver about used buffers and configuration changes. The
 /// transport maps this to MSI-X vectors (or the legacy INTx line).
@@ -64,4 +65,36 @@ pub trait VirtioDevice: Send {
     /// The driver reset the device (or the VM stops): stop and join the workers and
     /// return to the pre-activation state. Must not block on the guest.
     fn reset(&mut self);
+
+    /// Stop serving the queues without losing them (the VM is being saved): complete
+    /// every request in flight, stop and join the workers and hand back the queues
+    /// they served, positioned so that nothing taken from an available ring is left
+    /// half done: each request is either completed (in the used ring, the driver
+    /// interrupted as it asked) or not taken at all. After this the device does not
+    /// touch guest memory until [`VirtioDevice::resume`]. Empty when not active.
+    fn quiesce(&mut self) -> Result<Vec<ActiveQueue>, StateError>;
+
+    /// Serve `queues` again: those [`VirtioDevice::quiesce`] handed back, or queues
+    /// rebuilt from a saved state. Unlike [`VirtioDevice::activate`] this keeps the
+    /// state a running driver set up (e.g. net's queue pairs in use) instead of
+    /// starting from what a fresh driver expects.
+    fn resume(
+        &mut self,
+        mem: GuestMemoryMmap,
+        interrupt: Arc<dyn VirtioInterrupt>,
+        driver_features: u64,
+        queues: Vec<ActiveQueue>,
+    ) -> Result<(), ActivateError> {
+        self.activate(mem, interrupt, driver_features, queues)
+    }
+
+    /// The device-specific state (the transport saves queues and registers).
+    fn save_state(&self) -> VirtioDeviceState;
+
+    /// Whether `state` can be restored into this device (built from the same config).
+    fn check_state(&self, state: &VirtioDeviceState) -> Result<(), StateError>;
+
+    /// Take over `state` before the transport resumes the queues. Checked first; on
+    /// error nothing changes.
+    fn restore_state(&mut self, state: &VirtioDeviceState) -> Result<(), StateError>;
 }

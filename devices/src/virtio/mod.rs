@@ -11,11 +11,13 @@ mod device;
 pub mod net;
 pub mod pci;
 pub mod scsi;
+mod state;
 
 pub use blk::VirtioBlk;
 pub use device::{ActivateError, ActiveQueue, VirtioDevice, VirtioInterrupt};
 pub use net::VirtioNet;
 pub use scsi::VirtioScsi;
+pub use state::VirtioDeviceState;
 
 /// Guest memory as devices see it.
 pub type GuestMemoryMmap = vm_memory::GuestMemoryMmap<()>;

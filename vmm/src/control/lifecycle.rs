@@ -88,11 +88,20 @@ impl Lifecycle {
 
     /// Build the VM (`empty` → `created`). On error nothing is left behind.
     pub fn create(&mut self, cfg: VmConfig) -> Result<(), VmmError> {
+        self.create_with(cfg, Machine::build)
+    }
+
+    /// [`create`](Self::create) with another way of building the machine (a restore).
+    pub(super) fn create_with(
+        &mut self,
+        cfg: VmConfig,
+        build: impl FnOnce(&Kvm, &VmConfig, &VmEvents) -> Result<Machine, VmmError>,
+    ) -> Result<(), VmmError> {
         crate::thread_name::set_current(&cfg.name);
         // Enter the VM's cgroup before the machine exists, so guest RAM is charged to it.
         let cgroup = crate::cgroup::apply(&cfg)?;
         self.events.drain();
-        let machine = Machine::build(&self.kvm, &cfg, &self.events)?;
+        let machine = build(&self.kvm, &cfg, &self.events)?;
         self._cgroup = Some(cgroup);
         self.machine = Some(machine);
         self.cfg = Some(cfg);
@@ -102,12 +111,22 @@ impl Lifecycle {
 
     /// Start the vCPUs of the built machine (`created` → `running`).
     pub fn boot(&mut self) -> Result<(), VmmError> {
+        self.start_vcpus(false)
+    }
+
+    /// Start the vCPU threads; with `paused` they park before the first guest
+    /// instruction (`created` → `paused`).
+    pub(super) fn start_vcpus(&mut self, paused: bool) -> Result<(), VmmError> {
         let machine = self
             .machine
             .as_mut()
             .ok_or_else(|| VmmError::Device("no VM to boot".into()))?;
-        self.vcpus = Some(machine.start(&self.events)?);
-        self.state = VmState::Running;
+        self.vcpus = Some(machine.start(&self.events, paused)?);
+        self.state = if paused {
+            VmState::Paused
+        } else {
+            VmState::Running
+        };
         self.booted_at = Some(Instant::now());
         self.boots += 1;
         Ok(())
@@ -339,6 +358,11 @@ impl Lifecycle {
             ApiRequest::Create(cfg) => self.api_create(*cfg, false),
             ApiRequest::Deploy(cfg) => self.api_create(*cfg, true),
             ApiRequest::Action(a) => self.api_action(a),
+            ApiRequest::Save(p) => self.api_save(p),
+            ApiRequest::Restore(p) => self.api_restore(p),
+            ApiRequest::MigrationStatus | ApiRequest::Migrate(_) | ApiRequest::Incoming(_) => Err(
+                ApiError::not_implemented("migration: not wired yet (WIP-MIGRATION)"),
+            ),
         }
     }
 }

@@ -7,6 +7,7 @@ mod actions;
 mod bridge;
 mod counters;
 mod lifecycle;
+mod persist;
 mod watcher;
 
 use std::path::PathBuf;
@@ -33,6 +34,8 @@ pub enum VmExit {
     Reboot,
     /// The API's `destroy` (or a forced shutdown).
     Destroyed,
+    /// Saved with `stop` (the state is on disk; `oxvm restore` continues it).
+    Saved,
     /// A stop signal ended the VM without the guest powering off (its number).
     Signal(i32),
 }
@@ -45,6 +48,8 @@ pub struct RunOptions {
     pub config: Option<VmConfig>,
     /// Serve the control API here (overrides `config.api_socket`).
     pub api_socket: Option<PathBuf>,
+    /// Restore a saved VM instead of booting one (`oxvm restore`).
+    pub restore: Option<oxvm_api::control::RestoreParams>,
 }
 
 /// Boot `cfg` and run it until it ends, without an API socket unless the config has one.
@@ -52,6 +57,7 @@ pub fn run_vm(cfg: &VmConfig) -> Result<VmExit, VmmError> {
     run(RunOptions {
         config: Some(cfg.clone()),
         api_socket: None,
+        restore: None,
     })
 }
 
@@ -89,6 +95,10 @@ pub fn run(opts: RunOptions) -> Result<VmExit, VmmError> {
     if let Some(cfg) = opts.config {
         // A VM that cannot be built fails before the socket appears.
         life.create(cfg)?;
+    }
+    if let Some(p) = &opts.restore {
+        // Likewise a refused state file: nothing starts, no socket appears.
+        life.restore(p)?;
     }
     let server = match socket {
         Some(path) => Some(

@@ -3,8 +3,10 @@
 
 mod metrics;
 mod pci;
+mod state;
 mod virtio;
 
 pub use metrics::DeviceMetrics;
 pub use pci::PciBus;
+pub use state::DevicesState;
 pub use virtio::attach_virtio_devices;

@@ -16,6 +16,25 @@ use vm_allocator::{AddressAllocator, AllocPolicy};
 use crate::error::VmmError;
 use crate::interrupts::{InterruptManager, IoEvents};
 
+mod state;
+#[cfg(test)]
+mod tests;
+
+/// A virtio-pci function on the bus.
+struct PciSlot {
+    slot: u8,
+    name: String,
+    dev: Arc<Mutex<VirtioPciDevice>>,
+}
+
+impl PciSlot {
+    /// A poisoned lock means a vCPU panicked inside the device; its state is still
+    /// the best there is.
+    fn lock(&self) -> std::sync::MutexGuard<'_, VirtioPciDevice> {
+        self.dev.lock().unwrap_or_else(|e| e.into_inner())
+    }
+}
+
 pub struct PciBus {
     root: Arc<Mutex<PciRoot>>,
     mmio: Bus,
@@ -23,7 +42,7 @@ pub struct PciBus {
     ioevents: Arc<IoEvents>,
     bars: AddressAllocator,
     mem: GuestMemoryMmap,
-    devices: Vec<Arc<Mutex<VirtioPciDevice>>>,
+    devices: Vec<PciSlot>,
 }
 
 fn dev_err(e: impl std::fmt::Display) -> VmmError {
@@ -109,14 +128,19 @@ impl PciBus {
             "{name}: PCI 00:{slot:02x}.0, BAR0 {:#x}, INTx GSI {intx_gsi}",
             bar.start()
         );
-        self.devices.push(dev);
+        self.devices.push(PciSlot {
+            // Slots are below NUM_SLOTS (32).
+            slot: slot as u8,
+            name: name.to_string(),
+            dev,
+        });
         Ok(slot)
     }
 
     /// Stop every device's workers (before the VM goes away).
     pub fn shutdown(&self) {
         for d in &self.devices {
-            d.lock().unwrap_or_else(|e| e.into_inner()).shutdown();
+            d.lock().shutdown();
         }
     }
 }

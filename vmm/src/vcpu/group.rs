@@ -25,6 +25,11 @@ impl VcpuGroup {
         self.pause.wait_parked(self.handles.len());
     }
 
+    /// Wait until every vCPU has parked (after a pause requested before the start).
+    pub fn wait_parked(&self) {
+        self.pause.wait_parked(self.handles.len());
+    }
+
     pub fn resume(&self) {
         self.pause.resume();
     }
@@ -38,6 +43,24 @@ impl VcpuGroup {
         for h in &mut self.handles {
             h.join();
         }
+    }
+
+    /// Every vCPU's state, in index order. The group must be paused.
+    pub fn save_states(&self) -> Result<Vec<super::state::VcpuState>, crate::VmmError> {
+        let answers: Vec<_> = self.handles.iter().map(|h| h.ask_state()).collect();
+        self.pause.poke();
+        answers
+            .into_iter()
+            .zip(&self.handles)
+            .map(|(rx, h)| {
+                // A parked thread answers within microseconds; the bound only keeps a
+                // vCPU thread that has died from hanging the save.
+                rx.recv_timeout(std::time::Duration::from_secs(10))
+                    .map_err(|_| format!("vCPU {} did not answer", h.index()))
+                    .and_then(|r| r)
+                    .map_err(|e| crate::VmmError::Device(format!("saving vCPU {}: {e}", h.index())))
+            })
+            .collect()
     }
 
     pub fn request_dump(&self) {

@@ -6,9 +6,10 @@ mod exit;
 mod group;
 pub mod kick;
 pub mod pause;
+pub mod state;
 
 use std::sync::atomic::{AtomicBool, AtomicU32, Ordering};
-use std::sync::Arc;
+use std::sync::{mpsc, Arc, Mutex};
 use std::thread::JoinHandle;
 
 use kvm_bindings::CpuId;
@@ -24,6 +25,10 @@ use counters::ExitCounters;
 use exit::ExitAction;
 pub use group::VcpuGroup;
 use pause::PauseControl;
+use state::VcpuState;
+
+/// Where a parked vCPU thread sends its state when asked (see `VcpuHandle::ask_state`).
+type StateSlot = Arc<Mutex<Option<mpsc::Sender<Result<VcpuState, String>>>>>;
 
 /// What a vCPU needs from the host, shared by all vCPUs of a VM.
 pub struct VcpuSetup<'a> {
@@ -70,10 +75,19 @@ pub struct VcpuHandle {
     /// The thread's kernel id, set by the thread itself (0 until it runs).
     tid: Arc<AtomicU32>,
     counters: Arc<ExitCounters>,
+    state_slot: StateSlot,
     thread: Option<JoinHandle<()>>,
 }
 
 impl VcpuHandle {
+    /// Ask the (parked) thread for its vCPU state; it answers on the returned channel
+    /// once poked (`PauseControl::poke`).
+    pub fn ask_state(&self) -> mpsc::Receiver<Result<VcpuState, String>> {
+        let (tx, rx) = mpsc::channel();
+        *self.state_slot.lock().unwrap_or_else(|e| e.into_inner()) = Some(tx);
+        rx
+    }
+
     pub fn index(&self) -> u32 {
         self.index
     }
@@ -178,6 +192,8 @@ pub struct VcpuShared {
     pub mmio: Bus,
     pub gate: Arc<StartGate>,
     pub pause: Arc<PauseControl>,
+    /// The MSRs a saved state includes (the host's KVM_GET_MSR_INDEX_LIST).
+    pub msr_list: Arc<Vec<u32>>,
 }
 
 /// Start the thread `vcpu<index>`; it waits at the start gate, then runs `vcpu` until
@@ -193,11 +209,14 @@ pub fn spawn_vcpu(
     let dump = Arc::new(AtomicBool::new(false));
     let tid = Arc::new(AtomicU32::new(0));
     let counters = Arc::new(ExitCounters::default());
+    let state_slot = StateSlot::default();
     let flags = VcpuFlags {
         stop: stop.clone(),
         dump: dump.clone(),
         pause: shared.pause.clone(),
         counters: counters.clone(),
+        state_slot: state_slot.clone(),
+        msr_list: shared.msr_list.clone(),
     };
     let (pio, mmio, gate) = (shared.pio.clone(), shared.mmio.clone(), shared.gate.clone());
     let thread_tid = tid.clone();
@@ -230,6 +249,7 @@ pub fn spawn_vcpu(
         dump,
         tid,
         counters,
+        state_slot,
         thread: Some(thread),
     })
 }
@@ -240,6 +260,22 @@ struct VcpuFlags {
     dump: Arc<AtomicBool>,
     pause: Arc<PauseControl>,
     counters: Arc<ExitCounters>,
+    state_slot: StateSlot,
+    msr_list: Arc<Vec<u32>>,
+}
+
+/// While parked: answer a pending state request.
+fn answer_state_request(index: u32, vcpu: &VcpuFd, flags: &VcpuFlags) {
+    let Some(tx) = flags
+        .state_slot
+        .lock()
+        .unwrap_or_else(|e| e.into_inner())
+        .take()
+    else {
+        return;
+    };
+    let state = state::save_vcpu(vcpu, index, &flags.msr_list).map_err(|e| e.to_string());
+    let _ = tx.send(state);
 }
 
 fn run_vcpu(
@@ -261,7 +297,9 @@ fn run_vcpu(
         if flags.dump.swap(false, Ordering::SeqCst) {
             eprint!("{}", dump::dump_registers(index, &vcpu));
         }
-        flags.pause.park_if_paused();
+        flags
+            .pause
+            .park_if_paused(|| answer_state_request(index, &vcpu, flags));
         if flags.stop.load(Ordering::SeqCst) {
             break;
         }

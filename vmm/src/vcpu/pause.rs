@@ -12,6 +12,8 @@ struct State {
     gone: usize,
     /// Set when the threads are being stopped: nobody parks any more.
     stopping: bool,
+    /// Bumped to wake parked threads for work they do while parked (saving state).
+    pokes: u64,
 }
 
 /// Shared by the control thread and the vCPU threads of one boot.
@@ -54,15 +56,30 @@ impl PauseControl {
         self.cv.notify_all();
     }
 
-    /// Called by a vCPU thread between exits: park while a pause is requested.
-    pub(super) fn park_if_paused(&self) {
+    /// Wake parked threads so they look for work (see `park_if_paused`).
+    pub fn poke(&self) {
+        self.lock().pokes += 1;
+        self.cv.notify_all();
+    }
+
+    /// Called by a vCPU thread between exits: park while a pause is requested. While
+    /// parked, `on_poke` runs (without the lock) each time the thread is poked.
+    pub(super) fn park_if_paused(&self, mut on_poke: impl FnMut()) {
         let mut s = self.lock();
         if !s.paused || s.stopping {
             return;
         }
         s.parked += 1;
         self.cv.notify_all();
+        let mut seen = s.pokes;
         while s.paused && !s.stopping {
+            if s.pokes != seen {
+                seen = s.pokes;
+                drop(s);
+                on_poke();
+                s = self.lock();
+                continue;
+            }
             s = self.cv.wait(s).unwrap_or_else(|e| e.into_inner());
         }
         s.parked -= 1;
@@ -91,7 +108,7 @@ mod tests {
                     if i == 2 {
                         pc.thread_gone();
                     } else {
-                        pc.park_if_paused();
+                        pc.park_if_paused(|| {});
                     }
                 })
             })
@@ -107,17 +124,40 @@ mod tests {
     }
 
     #[test]
+    fn a_parked_thread_does_poked_work_and_stays_parked() {
+        let pc = Arc::new(PauseControl::default());
+        let done = Arc::new(std::sync::atomic::AtomicUsize::new(0));
+        pc.request_pause();
+        let t = {
+            let (pc, done) = (pc.clone(), done.clone());
+            std::thread::spawn(move || {
+                pc.park_if_paused(|| {
+                    done.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+                })
+            })
+        };
+        pc.wait_parked(1);
+        pc.poke();
+        while done.load(std::sync::atomic::Ordering::SeqCst) == 0 {
+            std::thread::yield_now();
+        }
+        assert_eq!(pc.lock().parked, 1);
+        pc.resume();
+        t.join().unwrap();
+    }
+
+    #[test]
     fn stopping_releases_parked_threads_and_stops_parking() {
         let pc = Arc::new(PauseControl::default());
         pc.request_pause();
         let t = {
             let pc = pc.clone();
-            std::thread::spawn(move || pc.park_if_paused())
+            std::thread::spawn(move || pc.park_if_paused(|| {}))
         };
         pc.wait_parked(1);
         pc.release_for_stop();
         t.join().unwrap();
         pc.request_pause();
-        pc.park_if_paused(); // returns at once: stopping
+        pc.park_if_paused(|| {}); // returns at once: stopping
     }
 }

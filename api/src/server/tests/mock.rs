@@ -54,7 +54,13 @@ impl VmController for Mock {
             ApiRequest::Create(_) => ApiReply::Action(ActionReply {
                 state: VmState::Created,
             }),
-            ApiRequest::Deploy(_) | ApiRequest::Action(_) => ApiReply::Action(ActionReply {
+            ApiRequest::MigrationStatus => ApiReply::Migration(Box::default()),
+            ApiRequest::Deploy(_)
+            | ApiRequest::Migrate(_)
+            | ApiRequest::Incoming(_)
+            | ApiRequest::Action(_)
+            | ApiRequest::Save(_)
+            | ApiRequest::Restore(_) => ApiReply::Action(ActionReply {
                 state: VmState::Running,
             }),
         })

@@ -7,6 +7,7 @@
 
 mod civil_time;
 mod memory_size;
+mod state;
 
 use std::time::SystemTime;
 
@@ -16,6 +17,8 @@ use self::civil_time::UtcTime;
 use self::memory_size::memory_size_registers;
 use super::byte_io::{read_bytes, write_bytes};
 use crate::bus::BusDevice;
+
+pub use state::CmosState;
 
 /// Index port 0x70 and data port 0x71 (see `arch::layout::CMOS_PORT`).
 pub const CMOS_PORT_LEN: u64 = 2;

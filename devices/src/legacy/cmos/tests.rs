@@ -131,3 +131,33 @@ fn port_widths_and_offsets() {
     c.write(2, &[1, 2, 3, 4]);
     c.write(u64::MAX, &[1, 2]);
 }
+
+#[test]
+fn state_round_trips_and_bad_states_are_refused() {
+    let mut old = cmos_at(LEAP_DAY_AFTERNOON);
+    write_reg(&mut old, 0x41, 0x77);
+    write_reg(&mut old, REG_B, REG_B_24H | REG_B_DM);
+    old.write(0, &[0x41]);
+    let json = serde_json::to_string(&old.save_state()).unwrap();
+    let saved: CmosState = serde_json::from_str(&json).unwrap();
+
+    // A new machine (the RAM size registers come from the same config anyway).
+    let mut new = cmos_at(LEAP_DAY_AFTERNOON);
+    new.restore_state(&saved).unwrap();
+    assert_eq!(new.save_state(), saved);
+    // The selected index survived: a data read without writing the index first.
+    let mut b = [0u8];
+    new.read(1, &mut b);
+    assert_eq!(b, [0x77]);
+    // Binary mode kept: the time reads 13, not 0x13.
+    assert_eq!(read_reg(&mut new, REG_HOURS), 13);
+
+    let mut bad = saved.clone();
+    bad.nvram.pop();
+    let e = new.restore_state(&bad).unwrap_err().to_string();
+    assert!(e.contains("cmos") && e.contains("`nvram`"), "{e}");
+    let mut bad = saved;
+    bad.index = 0x80;
+    let e = new.restore_state(&bad).unwrap_err().to_string();
+    assert!(e.contains("`index`"), "{e}");
+}

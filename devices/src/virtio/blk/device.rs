@@ -16,11 +16,12 @@ use super::config::{
 use super::execute::Executor;
 use super::metrics::BlkMetrics;
 use super::request::{RequestLimits, ID_BYTES};
-use super::worker::{QueueWorker, Worker, WorkerHandle};
+use super::worker::{QueueWorker, StopMode, Worker, WorkerHandle};
 use crate::block::{open_disk, DiskBackend, DiskError, SECTOR_SIZE};
+use crate::state::StateError;
 use crate::virtio::{
-    ActivateError, ActiveQueue, GuestMemoryMmap, VirtioDevice, VirtioInterrupt, F_RING_EVENT_IDX,
-    TYPE_BLOCK,
+    ActivateError, ActiveQueue, GuestMemoryMmap, VirtioDevice, VirtioDeviceState, VirtioInterrupt,
+    F_RING_EVENT_IDX, TYPE_BLOCK,
 };
 
 pub struct VirtioBlk {
@@ -233,14 +234,44 @@ impl VirtioDevice for VirtioBlk {
 
     fn reset(&mut self) {
         if let Some(worker) = self.worker.take() {
-            match worker.stop() {
-                Some(backend) => self.backend = Some(backend),
+            match worker.stop(StopMode::Reset) {
+                Some(stopped) => self.backend = Some(stopped.backend),
                 None => tracing::error!(
                     "disk {}: worker thread panicked; the disk stays unusable",
                     self.id
                 ),
             }
         }
+    }
+
+    fn quiesce(&mut self) -> Result<Vec<ActiveQueue>, StateError> {
+        let Some(worker) = self.worker.take() else {
+            return Ok(Vec::new());
+        };
+        match worker.stop(StopMode::Quiesce) {
+            Some(stopped) => {
+                self.backend = Some(stopped.backend);
+                tracing::debug!("disk {}: quiesced", self.id);
+                Ok(vec![stopped.queue])
+            }
+            None => Err(StateError::failed(format!(
+                "disk {}: worker thread panicked; its queue is lost",
+                self.id
+            ))),
+        }
+    }
+
+    fn save_state(&self) -> VirtioDeviceState {
+        VirtioDeviceState::Blk(self.state())
+    }
+
+    fn check_state(&self, state: &VirtioDeviceState) -> Result<(), StateError> {
+        self.check(state).map(drop)
+    }
+
+    fn restore_state(&mut self, state: &VirtioDeviceState) -> Result<(), StateError> {
+        // Nothing of the disk changes at run time; checking is all there is to do.
+        self.check(state).map(drop)
     }
 }
 

@@ -7,7 +7,8 @@
 //! - `execute`: running a request against the backend;
 //! - `worker`: the per-disk thread serving the queue;
 //! - `worker_async`: its io=native loop, with reads and writes in flight (Linux AIO);
-//! - `metrics`: counters for the API.
+//! - `metrics`: counters for the API;
+//! - `state`: what a saved VM keeps of the device.
 
 mod buffers;
 mod config;
@@ -15,6 +16,7 @@ mod device;
 mod execute;
 mod metrics;
 mod request;
+mod state;
 #[cfg(test)]
 mod tests;
 mod worker;
@@ -23,3 +25,4 @@ mod worker_async;
 pub use config::{CONFIG_SIZE, MAX_DISCARD_SECTORS, MAX_WRITE_ZEROES_SECTORS, QUEUE_SIZE, SEG_MAX};
 pub use device::VirtioBlk;
 pub use metrics::{BlkMetrics, BlkMetricsSnapshot};
+pub use state::BlkState;

@@ -7,6 +7,11 @@
 //! available index running ahead of the queue size, rings outside memory) marks the
 //! queue broken until the device is reset, and the thread keeps answering the stop
 //! request.
+//!
+//! Stopping hands the worker back to the device ([`WorkerHandle::stop`]), which
+//! finishes it according to why it stopped ([`StopMode`]): a reset drops the queue,
+//! quiescing (the VM is being saved) keeps it, positioned after the last request that
+//! completed, so the same queue can be served again or saved.
 
 use std::io;
 use std::num::Wrapping;
@@ -22,7 +27,7 @@ use vmm_sys_util::eventfd::EventFd;
 use super::execute::Executor;
 use super::worker_async::AsyncWorker;
 use crate::block::{DiskBackend, WaitCanceller};
-use crate::virtio::{GuestMemoryMmap, VirtioInterrupt};
+use crate::virtio::{ActiveQueue, GuestMemoryMmap, VirtioInterrupt};
 
 const EVENT_KICK: u64 = 0;
 const EVENT_STOP: u64 = 1;
@@ -30,6 +35,24 @@ const EVENT_STOP: u64 = 1;
 /// While working through a long queue (slow disk, throttling), interrupt the driver at
 /// least this often for what has completed so far.
 pub(super) const NOTIFY_INTERVAL: Duration = Duration::from_millis(2);
+
+/// Why a worker stops.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum StopMode {
+    /// The driver resets the device (or the VM goes away): requests in flight are
+    /// completed without interrupting the driver, and the queue is dropped.
+    Reset,
+    /// The VM is being saved: requests in flight are completed and signalled as
+    /// usual, a request not started yet is put back in the available ring, and the
+    /// queue is kept.
+    Quiesce,
+}
+
+/// What a stopped worker leaves: the disk, and the queue with its kick eventfd.
+pub(crate) struct Stopped {
+    pub(crate) backend: Box<dyn DiskBackend>,
+    pub(crate) queue: ActiveQueue,
+}
 
 /// Serves one queue. Also used directly (without a thread) by tests.
 pub(crate) struct QueueWorker {
@@ -132,9 +155,9 @@ impl QueueWorker {
         }
     }
 
-    /// Give back the backend of a worker that never ran.
-    pub(crate) fn into_backend(self) -> Box<dyn DiskBackend> {
-        self.executor.into_backend()
+    /// The backend and the queue, as they stand.
+    pub(crate) fn into_parts(self) -> (Box<dyn DiskBackend>, Queue) {
+        (self.executor.into_backend(), self.queue)
     }
 
     pub(super) fn fail(&mut self, reason: &str) {
@@ -148,12 +171,12 @@ impl QueueWorker {
         self.broken = true;
     }
 
-    /// The thread body: returns the backend when told to stop (or when waiting fails).
-    fn run(mut self, kick: EventFd, stop_evt: EventFd) -> Box<dyn DiskBackend> {
-        if let Err(e) = self.event_loop(&kick, &stop_evt) {
+    /// The thread body: returns when told to stop (or when waiting fails). Requests
+    /// are served one at a time, so none is in flight when it returns.
+    fn run(&mut self, kick: &EventFd, stop_evt: &EventFd) {
+        if let Err(e) = self.event_loop(kick, stop_evt) {
             tracing::error!("disk {}: worker stopped: {e}", self.id);
         }
-        self.executor.into_backend()
     }
 
     fn event_loop(&mut self, kick: &EventFd, stop_evt: &EventFd) -> io::Result<()> {
@@ -230,13 +253,19 @@ impl Worker {
 
     /// Give back the backend of a worker that never ran.
     pub(crate) fn into_backend(self) -> Box<dyn DiskBackend> {
+        self.finish(StopMode::Reset).0
+    }
+
+    /// Complete what is in flight (see [`StopMode`]) and give back the backend and the
+    /// queue. Called once the thread has left its loop.
+    fn finish(self, mode: StopMode) -> (Box<dyn DiskBackend>, Queue) {
         match self {
-            Worker::Sync(w) => w.into_backend(),
-            Worker::Native(w) => w.into_backend(),
+            Worker::Sync(w) => w.into_parts(),
+            Worker::Native(w) => w.into_parts(mode),
         }
     }
 
-    fn run(self, kick: EventFd, stop_evt: EventFd) -> Box<dyn DiskBackend> {
+    fn run(&mut self, kick: &EventFd, stop_evt: &EventFd) {
         match self {
             Worker::Sync(w) => w.run(kick, stop_evt),
             Worker::Native(w) => w.run(kick, stop_evt),
@@ -244,9 +273,11 @@ impl Worker {
     }
 }
 
-/// A running worker thread.
+/// A running worker thread. The thread gives the worker back when it stops, so the
+/// device can finish it (and keep its queue) whatever the reason for stopping.
 pub(crate) struct WorkerHandle {
-    thread: JoinHandle<Option<Box<dyn DiskBackend>>>,
+    thread: JoinHandle<Option<(Worker, EventFd)>>,
+    index: u16,
     stop_evt: EventFd,
     stop: Arc<AtomicBool>,
     canceller: Option<WaitCanceller>,
@@ -274,12 +305,14 @@ impl WorkerHandle {
         }
         let stop = worker.base().stop.clone();
         stop.store(false, Ordering::Release);
+        let index = worker.base().index;
         // The worker is handed over only once the thread exists, so a failed spawn
         // leaves it (and the backend) with the caller.
         let (tx, rx) = mpsc::sync_channel::<Worker>(1);
         let thread = match thread::Builder::new().name(name).spawn(move || {
-            let worker = rx.recv().ok()?;
-            Some(worker.run(kick, thread_stop))
+            let mut worker = rx.recv().ok()?;
+            worker.run(&kick, &thread_stop);
+            Some((worker, kick))
         }) {
             Ok(t) => t,
             Err(e) => return Err((e, Box::new(worker))),
@@ -292,15 +325,17 @@ impl WorkerHandle {
         }
         Ok(WorkerHandle {
             thread,
+            index,
             stop_evt,
             stop,
             canceller,
         })
     }
 
-    /// Stop the thread (cutting short any throttling wait), join it and return the
-    /// backend; `None` if the thread panicked.
-    pub(crate) fn stop(self) -> Option<Box<dyn DiskBackend>> {
+    /// Stop the thread (cutting short any throttling wait: a request waiting there
+    /// runs unthrottled), join it, finish the worker as `mode` says and return the
+    /// backend and the queue; `None` if the thread panicked.
+    pub(crate) fn stop(self, mode: StopMode) -> Option<Stopped> {
         self.stop.store(true, Ordering::Release);
         if let Some(c) = &self.canceller {
             c.cancel();
@@ -308,10 +343,20 @@ impl WorkerHandle {
         if let Err(e) = self.stop_evt.write(1) {
             tracing::error!("cannot signal a block worker to stop: {e}");
         }
-        let backend = self.thread.join().ok().flatten();
+        let stopped = self.thread.join().ok().flatten().map(|(worker, kick)| {
+            let (backend, queue) = worker.finish(mode);
+            Stopped {
+                backend,
+                queue: ActiveQueue {
+                    index: self.index,
+                    queue,
+                    kick,
+                },
+            }
+        });
         if let Some(c) = &self.canceller {
             c.reset();
         }
-        backend
+        stopped
     }
 }

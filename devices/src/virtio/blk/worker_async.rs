@@ -14,24 +14,28 @@
 //!   following fdatasync returned (IOCB_CMD_FDSYNC is not used: many filesystems do not
 //!   implement it for AIO); and the O_DIRECT bounce path, which rewrites whole 4 KiB
 //!   blocks around an unaligned write, never races an AIO write to the same block.
-//! - Stopping (device reset, VM end) completes every request in flight before the
-//!   thread returns: their status and used entries are written (no interrupt: the
-//!   driver is resetting). A parked request never started and is dropped unanswered,
-//!   like the chains still in the ring.
+//! - Stopping completes every request in flight before the worker is given back:
+//!   their status and used entries are written. At a device reset (or VM end) the
+//!   driver is not interrupted (it is resetting), and a parked request, which never
+//!   started, is dropped unanswered like the chains still in the ring. When quiescing
+//!   (the VM is being saved) the driver is interrupted as usual, and the parked
+//!   request is put back in the available ring: nothing was popped after it, so
+//!   stepping the queue's position back one entry un-pops exactly it, and it is served
+//!   when the queue is served again (here or on the restoring machine).
 
 use std::io;
 use std::os::fd::AsRawFd;
 use std::sync::atomic::Ordering;
 use std::time::Instant;
 
-use virtio_queue::QueueT;
+use virtio_queue::{Queue, QueueT};
 use vm_memory::GuestAddress;
 use vmm_sys_util::epoll::{ControlOperation, Epoll, EpollEvent, EventSet};
 use vmm_sys_util::eventfd::EventFd;
 
 use super::buffers::GuestBuffers;
 use super::request::{Request, RequestKind};
-use super::worker::{QueueWorker, NOTIFY_INTERVAL};
+use super::worker::{QueueWorker, StopMode, NOTIFY_INTERVAL};
 use crate::block::aio::{AioContext, Completion, Op, Refusal};
 use crate::block::{DiskBackend, IoDirection, NativeIo};
 
@@ -103,27 +107,60 @@ impl AsyncWorker {
         self.parked.is_some()
     }
 
-    /// Stop: complete what is in flight, drop a parked request, give back the backend.
-    pub(crate) fn into_backend(mut self) -> Box<dyn DiskBackend> {
+    /// Stop for a reset: complete what is in flight, drop a parked request, give back
+    /// the backend.
+    #[cfg(test)]
+    pub(crate) fn into_backend(self) -> Box<dyn DiskBackend> {
+        self.into_parts(StopMode::Reset).0
+    }
+
+    /// Stop: complete what is in flight and deal with a parked request as `mode` says
+    /// (module comment); give back the backend and the queue.
+    pub(crate) fn into_parts(mut self, mode: StopMode) -> (Box<dyn DiskBackend>, Queue) {
         self.drain();
-        if self.parked.take().is_some() {
-            tracing::debug!(
-                "disk {}: dropped a throttled request at reset",
-                self.base.id
+        if self.aio.in_flight() > 0 {
+            // Only when the kernel refused to report completions: dropping the context
+            // below waits for them, but their used entries are never written.
+            tracing::error!(
+                "disk {}: {} request(s) in flight could not be completed",
+                self.base.id,
+                self.aio.in_flight()
             );
+        }
+        if self.parked.take().is_some() {
+            match mode {
+                StopMode::Reset => tracing::debug!(
+                    "disk {}: dropped a throttled request at reset",
+                    self.base.id
+                ),
+                StopMode::Quiesce => {
+                    let q = &mut self.base.queue;
+                    q.set_next_avail(q.next_avail().wrapping_sub(1));
+                    tracing::debug!(
+                        "disk {}: a throttled request goes back to the ring",
+                        self.base.id
+                    );
+                }
+            }
+        }
+        if mode == StopMode::Quiesce && self.unnotified {
+            // `notify_now` stays quiet while stopping; a saved VM's driver must still
+            // hear about what completed.
+            self.base.notify();
+            self.unnotified = false;
         }
         let AsyncWorker { base, aio, .. } = self;
         // Nothing is in flight; dropping the context would wait if something were.
         drop(aio);
-        base.into_backend()
+        base.into_parts()
     }
 
-    /// The thread body: returns the backend when told to stop (or when waiting fails).
-    pub(crate) fn run(mut self, kick: EventFd, stop_evt: EventFd) -> Box<dyn DiskBackend> {
-        if let Err(e) = self.event_loop(&kick, &stop_evt) {
+    /// The thread body: returns when told to stop (or when waiting fails), possibly
+    /// with requests in flight: [`AsyncWorker::into_parts`] completes them.
+    pub(crate) fn run(&mut self, kick: &EventFd, stop_evt: &EventFd) {
+        if let Err(e) = self.event_loop(kick, stop_evt) {
             tracing::error!("disk {}: worker stopped: {e}", self.base.id);
         }
-        self.into_backend()
     }
 
     fn event_loop(&mut self, kick: &EventFd, stop_evt: &EventFd) -> io::Result<()> {

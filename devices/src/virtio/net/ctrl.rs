@@ -99,6 +99,12 @@ impl CtrlQueue {
         self.used.needs_notification(&self.queue, mem)
     }
 
+    /// The queue, for a stop that keeps it (commands complete as they are taken, so
+    /// none is half done).
+    pub fn into_queue(self) -> Queue {
+        self.queue
+    }
+
     fn malformed(&mut self, head: u16, reason: &str) {
         if !self.warned {
             self.warned = true;

@@ -1,7 +1,7 @@
 //! The virtio-net device model: features, configuration space, queue layout, and
 //! starting/stopping the per-pair workers.
 
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU16, Ordering};
 use std::sync::{Arc, Mutex};
 use std::thread::JoinHandle;
 
@@ -16,16 +16,17 @@ use virtio_queue::QueueT;
 use oxvm_api::NicConfig;
 
 use super::super::{
-    ActivateError, ActiveQueue, GuestMemoryMmap, VirtioDevice, VirtioInterrupt, F_RING_EVENT_IDX,
-    F_RING_INDIRECT_DESC, F_VERSION_1, TYPE_NET,
+    ActivateError, ActiveQueue, GuestMemoryMmap, VirtioDevice, VirtioDeviceState, VirtioInterrupt,
+    F_RING_EVENT_IDX, F_RING_INDIRECT_DESC, F_VERSION_1, TYPE_NET,
 };
 use super::ctrl::CtrlQueue;
 use super::metrics::NetMetrics;
 use super::rx::RxQueue;
 use super::tx::TxQueue;
-use super::worker::{CtrlContext, Worker, WorkerControl};
+use super::worker::{CtrlContext, Worker, WorkerControl, WorkerQueues};
 use super::QUEUE_SIZE;
 use crate::net::{offload_flags, Tap, TapError};
+use crate::state::StateError;
 
 const fn bit(b: u32) -> u64 {
     1 << b
@@ -37,14 +38,14 @@ const CONFIG_LEN: usize = 10;
 
 /// Link state, shared with [`NetLink`] handles so the VMM can change it while the
 /// transport owns the device.
-struct LinkState {
-    up: AtomicBool,
+pub(super) struct LinkState {
+    pub(super) up: AtomicBool,
     interrupt: Mutex<Option<Arc<dyn VirtioInterrupt>>>,
 }
 
 /// A handle on a NIC's link status (the `status` field's LINK_UP bit).
 #[derive(Clone)]
-pub struct NetLink(Arc<LinkState>);
+pub struct NetLink(pub(super) Arc<LinkState>);
 
 impl NetLink {
     /// Report the link up or down to the guest (a configuration-change interrupt if the
@@ -65,7 +66,7 @@ impl NetLink {
 
 struct RunningWorker {
     control: Arc<WorkerControl>,
-    thread: JoinHandle<()>,
+    thread: JoinHandle<WorkerQueues>,
 }
 
 /// A virtio-net NIC on a host tap: one queue pair per tap queue (receive queue 2n,
@@ -75,7 +76,9 @@ pub struct VirtioNet {
     tap: Arc<Tap>,
     mac: [u8; 6],
     pairs: u16,
-    link: NetLink,
+    /// Queue pairs the driver uses: 1 until it asks for more on the control queue.
+    pub(super) pairs_in_use: Arc<AtomicU16>,
+    pub(super) link: NetLink,
     metrics: Arc<NetMetrics>,
     workers: Vec<RunningWorker>,
 }
@@ -90,6 +93,7 @@ impl VirtioNet {
             tap: Arc::new(tap),
             mac,
             pairs,
+            pairs_in_use: Arc::new(AtomicU16::new(1)),
             link: NetLink(Arc::new(LinkState {
                 up: AtomicBool::new(true),
                 interrupt: Mutex::new(None),
@@ -153,15 +157,159 @@ impl VirtioNet {
         (self.pairs > 1).then(|| 2 * self.pairs)
     }
 
-    fn stop_workers(&mut self) {
+    /// Stop and join the workers; the queues they give back, in queue order, or an
+    /// error if one panicked (its queues are lost).
+    fn stop_workers(&mut self) -> Result<Vec<ActiveQueue>, StateError> {
         for w in &self.workers {
             w.control.stop();
         }
+        let mut queues = Vec::new();
+        let mut panicked = false;
         for w in self.workers.drain(..) {
-            if w.thread.join().is_err() {
-                tracing::error!("net {}: a worker panicked", self.id);
+            match w.thread.join() {
+                Ok(q) => queues.extend([q.rx, q.tx].into_iter().chain(q.ctrl)),
+                Err(_) => {
+                    tracing::error!("net {}: a worker panicked", self.id);
+                    panicked = true;
+                }
             }
         }
+        queues.sort_by_key(|q| q.index);
+        if panicked {
+            return Err(StateError::failed(format!(
+                "net {}: a worker thread panicked; its queues are lost",
+                self.id
+            )));
+        }
+        Ok(queues)
+    }
+
+    /// Start serving `queues` with `pairs_in_use` of them in use (tap queues attached,
+    /// workers reading them); the others wait for the driver's MQ command.
+    fn start(
+        &mut self,
+        mem: GuestMemoryMmap,
+        interrupt: Arc<dyn VirtioInterrupt>,
+        driver_features: u64,
+        queues: Vec<ActiveQueue>,
+        pairs_in_use: u16,
+    ) -> Result<(), ActivateError> {
+        // Whatever ran before is replaced; its queues are not needed.
+        let _ = self.stop_workers();
+        if driver_features & F_VERSION_1 == 0 {
+            return Err(ActivateError::MissingFeatures(F_VERSION_1));
+        }
+        let event_idx = driver_features & F_RING_EVENT_IDX != 0;
+        let mergeable = driver_features & bit(VIRTIO_NET_F_MRG_RXBUF) != 0;
+        let multiqueue = driver_features & bit(VIRTIO_NET_F_MQ) != 0;
+        let ctrl_negotiated = driver_features & bit(VIRTIO_NET_F_CTRL_VQ) != 0;
+
+        let mut slots: Vec<Option<ActiveQueue>> = Vec::new();
+        slots.resize_with(self.queue_max_sizes().len(), || None);
+        for mut q in queues {
+            let index = q.index;
+            let Some(slot) = slots.get_mut(usize::from(index)) else {
+                return Err(ActivateError::BadQueue(index, "no such queue".into()));
+            };
+            if !q.queue.is_valid(&mem) {
+                return Err(ActivateError::BadQueue(
+                    index,
+                    "rings are not inside guest memory".into(),
+                ));
+            }
+            q.queue.set_event_idx(event_idx);
+            *slot = Some(q);
+        }
+
+        // Pairs the driver set up (all of them with MQ, else only the first).
+        let wanted = if multiqueue { self.pairs } else { 1 };
+        let mut pairs = Vec::new();
+        for pair in 0..wanted {
+            let (rx, tx) = (2 * usize::from(pair), 2 * usize::from(pair) + 1);
+            match (slots[rx].take(), slots[tx].take()) {
+                (Some(rx), Some(tx)) => pairs.push((rx, tx)),
+                (None, _) if pair == 0 => {
+                    return Err(ActivateError::BadQueue(0, "receive queue not ready".into()))
+                }
+                (_, None) if pair == 0 => {
+                    return Err(ActivateError::BadQueue(
+                        1,
+                        "transmit queue not ready".into(),
+                    ))
+                }
+                _ => break,
+            }
+        }
+        let ctrl = match self.ctrl_queue_index() {
+            Some(index) if ctrl_negotiated => slots[usize::from(index)].take(),
+            _ => None,
+        };
+
+        // What the guest accepts is what the tap may hand us.
+        let offloads = offload_flags(driver_features);
+        self.tap
+            .set_offload(offloads)
+            .map_err(|e| ActivateError::Other(e.to_string()))?;
+        // Only the pairs in use get traffic (a fresh driver starts with one and asks
+        // for more on the control queue).
+        let in_use = usize::from(pairs_in_use.max(1)).min(pairs.len());
+        for index in 0..self.tap.queues().len() {
+            self.tap
+                .set_queue_enabled(index, index < in_use)
+                .map_err(|e| ActivateError::Other(e.to_string()))?;
+        }
+        self.pairs_in_use.store(in_use as u16, Ordering::Release);
+
+        let controls = (0..pairs.len())
+            .map(|i| WorkerControl::new(i < in_use).map(Arc::new))
+            .collect::<Result<Vec<_>, _>>()?;
+        let mut ctrl = ctrl.map(|q| CtrlContext {
+            queue: CtrlQueue::new(q.queue),
+            index: q.index,
+            kick: q.kick,
+            controls: controls.clone(),
+            max_pairs: pairs.len() as u16,
+            pairs_in_use: self.pairs_in_use.clone(),
+        });
+
+        *self
+            .link
+            .0
+            .interrupt
+            .lock()
+            .unwrap_or_else(|e| e.into_inner()) = Some(interrupt.clone());
+        for (pair, (rx, tx)) in pairs.into_iter().enumerate() {
+            let control = controls[pair].clone();
+            let worker = Worker {
+                pair: pair as u16,
+                mem: mem.clone(),
+                interrupt: interrupt.clone(),
+                metrics: self.metrics.clone(),
+                tap: self.tap.clone(),
+                rx: RxQueue::new(rx.queue, mergeable),
+                rx_index: rx.index,
+                rx_kick: rx.kick,
+                tx: TxQueue::new(tx.queue),
+                tx_index: tx.index,
+                tx_kick: tx.kick,
+                ctrl: if pair == 0 { ctrl.take() } else { None },
+                control: control.clone(),
+            };
+            match worker.spawn(format!("net-{}-q{pair}", self.id)) {
+                Ok(thread) => self.workers.push(RunningWorker { control, thread }),
+                Err(e) => {
+                    let _ = self.stop_workers();
+                    return Err(ActivateError::Worker(e));
+                }
+            }
+        }
+        tracing::info!(
+            "net {}: active on tap {}: {} queue pair(s) ({in_use} in use), features {driver_features:#x}, offloads {offloads:#x}",
+            self.id,
+            self.tap.name(),
+            self.workers.len()
+        );
+        Ok(())
     }
 }
 
@@ -224,122 +372,25 @@ impl VirtioDevice for VirtioNet {
         driver_features: u64,
         queues: Vec<ActiveQueue>,
     ) -> Result<(), ActivateError> {
-        self.stop_workers();
-        if driver_features & F_VERSION_1 == 0 {
-            return Err(ActivateError::MissingFeatures(F_VERSION_1));
-        }
-        let event_idx = driver_features & F_RING_EVENT_IDX != 0;
-        let mergeable = driver_features & bit(VIRTIO_NET_F_MRG_RXBUF) != 0;
-        let multiqueue = driver_features & bit(VIRTIO_NET_F_MQ) != 0;
-        let ctrl_negotiated = driver_features & bit(VIRTIO_NET_F_CTRL_VQ) != 0;
+        // The spec starts a multiqueue device with one pair.
+        self.start(mem, interrupt, driver_features, queues, 1)
+    }
 
-        let mut slots: Vec<Option<ActiveQueue>> = Vec::new();
-        slots.resize_with(self.queue_max_sizes().len(), || None);
-        for mut q in queues {
-            let index = q.index;
-            let Some(slot) = slots.get_mut(usize::from(index)) else {
-                return Err(ActivateError::BadQueue(index, "no such queue".into()));
-            };
-            if !q.queue.is_valid(&mem) {
-                return Err(ActivateError::BadQueue(
-                    index,
-                    "rings are not inside guest memory".into(),
-                ));
-            }
-            q.queue.set_event_idx(event_idx);
-            *slot = Some(q);
-        }
-
-        // Pairs the driver set up (all of them with MQ, else only the first).
-        let wanted = if multiqueue { self.pairs } else { 1 };
-        let mut pairs = Vec::new();
-        for pair in 0..wanted {
-            let (rx, tx) = (2 * usize::from(pair), 2 * usize::from(pair) + 1);
-            match (slots[rx].take(), slots[tx].take()) {
-                (Some(rx), Some(tx)) => pairs.push((rx, tx)),
-                (None, _) if pair == 0 => {
-                    return Err(ActivateError::BadQueue(0, "receive queue not ready".into()))
-                }
-                (_, None) if pair == 0 => {
-                    return Err(ActivateError::BadQueue(
-                        1,
-                        "transmit queue not ready".into(),
-                    ))
-                }
-                _ => break,
-            }
-        }
-        let ctrl = match self.ctrl_queue_index() {
-            Some(index) if ctrl_negotiated => slots[usize::from(index)].take(),
-            _ => None,
-        };
-
-        // What the guest accepts is what the tap may hand us.
-        let offloads = offload_flags(driver_features);
-        self.tap
-            .set_offload(offloads)
-            .map_err(|e| ActivateError::Other(e.to_string()))?;
-        // The spec starts a multiqueue device with one pair; the driver asks for more
-        // on the control queue. Until then the other tap queues get no traffic.
-        for index in 0..self.tap.queues().len() {
-            self.tap
-                .set_queue_enabled(index, index == 0)
-                .map_err(|e| ActivateError::Other(e.to_string()))?;
-        }
-
-        let controls = (0..pairs.len())
-            .map(|i| WorkerControl::new(i == 0).map(Arc::new))
-            .collect::<Result<Vec<_>, _>>()?;
-        let mut ctrl = ctrl.map(|q| CtrlContext {
-            queue: CtrlQueue::new(q.queue),
-            index: q.index,
-            kick: q.kick,
-            controls: controls.clone(),
-            max_pairs: pairs.len() as u16,
-        });
-
-        *self
-            .link
-            .0
-            .interrupt
-            .lock()
-            .unwrap_or_else(|e| e.into_inner()) = Some(interrupt.clone());
-        for (pair, (rx, tx)) in pairs.into_iter().enumerate() {
-            let control = controls[pair].clone();
-            let worker = Worker {
-                pair: pair as u16,
-                mem: mem.clone(),
-                interrupt: interrupt.clone(),
-                metrics: self.metrics.clone(),
-                tap: self.tap.clone(),
-                rx: RxQueue::new(rx.queue, mergeable),
-                rx_index: rx.index,
-                rx_kick: rx.kick,
-                tx: TxQueue::new(tx.queue),
-                tx_index: tx.index,
-                tx_kick: tx.kick,
-                ctrl: if pair == 0 { ctrl.take() } else { None },
-                control: control.clone(),
-            };
-            match worker.spawn(format!("net-{}-q{pair}", self.id)) {
-                Ok(thread) => self.workers.push(RunningWorker { control, thread }),
-                Err(e) => {
-                    self.stop_workers();
-                    return Err(ActivateError::Worker(e));
-                }
-            }
-        }
-        tracing::info!(
-            "net {}: active on tap {}: {} queue pair(s), features {driver_features:#x}, offloads {offloads:#x}",
-            self.id,
-            self.tap.name(),
-            self.workers.len()
-        );
-        Ok(())
+    fn resume(
+        &mut self,
+        mem: GuestMemoryMmap,
+        interrupt: Arc<dyn VirtioInterrupt>,
+        driver_features: u64,
+        queues: Vec<ActiveQueue>,
+    ) -> Result<(), ActivateError> {
+        let in_use = self.pairs_in_use.load(Ordering::Acquire);
+        self.start(mem, interrupt, driver_features, queues, in_use)
     }
 
     fn reset(&mut self) {
-        self.stop_workers();
+        // A panicked worker was logged; the driver starts over anyway.
+        let _ = self.stop_workers();
+        self.pairs_in_use.store(1, Ordering::Release);
         *self
             .link
             .0
@@ -347,10 +398,32 @@ impl VirtioDevice for VirtioNet {
             .lock()
             .unwrap_or_else(|e| e.into_inner()) = None;
     }
+
+    fn quiesce(&mut self) -> Result<Vec<ActiveQueue>, StateError> {
+        let queues = self.stop_workers()?;
+        if !queues.is_empty() {
+            tracing::debug!("net {}: quiesced", self.id);
+        }
+        Ok(queues)
+    }
+
+    fn save_state(&self) -> VirtioDeviceState {
+        VirtioDeviceState::Net(self.state())
+    }
+
+    fn check_state(&self, state: &VirtioDeviceState) -> Result<(), StateError> {
+        self.check(state).map(drop)
+    }
+
+    fn restore_state(&mut self, state: &VirtioDeviceState) -> Result<(), StateError> {
+        let s = self.check(state)?;
+        self.apply(s);
+        Ok(())
+    }
 }
 
 impl Drop for VirtioNet {
     fn drop(&mut self) {
-        self.stop_workers();
+        let _ = self.stop_workers();
     }
 }

@@ -6,21 +6,24 @@
 //! - `chain`: checking guest descriptor chains before touching them.
 //! - `used`: returning buffers and deciding on interrupts.
 //! - `metrics`: counters.
+//! - `state`: what a saved VM keeps of the device.
 
 mod chain;
 mod ctrl;
 mod device;
 mod metrics;
 mod rx;
+mod state;
 mod tx;
 mod used;
 mod worker;
 
 #[cfg(test)]
-mod tests;
+pub(crate) mod tests;
 
 pub use device::{NetLink, VirtioNet};
 pub use metrics::{NetMetrics, NetMetricsSnapshot};
+pub use state::NetState;
 
 /// Size of every virtio-net queue (receive, transmit, control).
 pub const QUEUE_SIZE: u16 = 256;

@@ -11,6 +11,9 @@
 //! with a physical NIC whose ring is full. A frame is dropped here only if it can never
 //! fit: larger than one buffer without mergeable buffers, or larger than all the
 //! buffers the guest can possibly offer at once.
+//!
+//! When the device stops for a save, chains waiting in the stash go back to the
+//! available ring ([`RxQueue::release_stash`]): none of them holds anything yet.
 
 use std::collections::VecDeque;
 
@@ -33,6 +36,8 @@ struct RxBuffer {
     capacity: usize,
     /// Descriptor-table entries the chain holds (see `table_entries`).
     entries: usize,
+    /// Its position in the available ring.
+    pos: u16,
 }
 
 /// What became of one frame.
@@ -171,6 +176,45 @@ impl RxQueue {
         &self.queue
     }
 
+    /// Give up the chains taken for a frame that has not come (the device stops
+    /// with the queue kept): they hold nothing yet. Normally they are the last chains
+    /// taken from the available ring, and stepping the ring position back puts them
+    /// back untouched. If a malformed chain (already returned) sits between them, only
+    /// a driver offering bad chains does that, they are returned empty instead.
+    pub fn release_stash(&mut self, mem: &GuestMemoryMmap) {
+        let Some(first) = self.stash.front() else {
+            return;
+        };
+        let start = first.pos;
+        let taken = self.queue.next_avail().wrapping_sub(start);
+        let contiguous = usize::from(taken) == self.stash.len()
+            && self
+                .stash
+                .iter()
+                .enumerate()
+                .all(|(i, b)| b.pos == start.wrapping_add(i as u16));
+        if contiguous {
+            self.queue.set_next_avail(start);
+        } else {
+            tracing::warn!(
+                "rx: returning {} unfilled receive buffer(s) empty",
+                self.stash.len()
+            );
+            let elems: Vec<(u16, u32)> = self.stash.iter().map(|b| (b.head, 0)).collect();
+            if let Err(e) = self.used.publish(&mut self.queue, mem, &elems) {
+                tracing::warn!("rx: cannot update the used ring: {e}");
+            }
+        }
+        self.stash.clear();
+        self.stash_bytes = 0;
+        self.stash_entries = 0;
+    }
+
+    /// The queue, positioned after what was delivered (see `release_stash`).
+    pub fn into_queue(self) -> Queue {
+        self.queue
+    }
+
     fn drop_frame(&mut self, len: usize, metrics: &NetMetrics) -> RxOutcome {
         tracing::debug!(
             "rx: dropping a {len}-byte frame: larger than the guest's receive buffers ({} bytes)",
@@ -193,6 +237,7 @@ impl RxQueue {
                 return Some(RxOutcome::NeedBuffers);
             };
             let head = chain.head_index();
+            let pos = self.queue.next_avail().wrapping_sub(1);
             let limits = Limits {
                 max_readable: 0,
                 max_writable: usize::MAX,
@@ -207,6 +252,7 @@ impl RxQueue {
                         segments: p.writable,
                         capacity: p.writable_len,
                         entries,
+                        pos,
                     });
                     return None;
                 }

@@ -118,6 +118,18 @@ impl TxQueue {
         self.used.needs_notification(&self.queue, mem)
     }
 
+    /// The queue, for a stop that keeps it. A frame still waiting for the tap is not
+    /// sent; its chain was the last one taken (nothing is taken while one waits), so
+    /// stepping the ring position back puts it back, to be sent when the queue is
+    /// served again.
+    pub fn into_queue(mut self) -> Queue {
+        if self.pending.take().is_some() {
+            let next = self.queue.next_avail().wrapping_sub(1);
+            self.queue.set_next_avail(next);
+        }
+        self.queue
+    }
+
     /// Pop one chain: a well-formed frame goes to `self.frame` (its head to
     /// `self.pending`), a malformed chain straight back to the guest.
     fn pop_frame(&mut self, mem: &GuestMemoryMmap, metrics: &NetMetrics) -> Pop {

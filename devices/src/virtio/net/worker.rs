@@ -7,17 +7,22 @@
 //! receive buffers (otherwise we wait for its rx kick), for writing only while a frame
 //! is stuck behind a full tap, and each wake-up handles a bounded batch per queue so
 //! that one busy direction cannot starve the other.
+//!
+//! A stopped thread gives its queues back ([`WorkerQueues`]), positioned after what
+//! was completed: buffers taken for a frame that never came, and a transmit frame the
+//! tap would not take yet, go back to the available rings. A received frame still
+//! waiting for guest buffers is dropped, as a NIC drops what is in its FIFO.
 
 use std::io;
 use std::os::fd::AsRawFd;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU16, Ordering};
 use std::sync::Arc;
 use std::thread::JoinHandle;
 
 use vmm_sys_util::epoll::{ControlOperation, Epoll, EpollEvent, EventSet};
 use vmm_sys_util::eventfd::EventFd;
 
-use super::super::{GuestMemoryMmap, VirtioInterrupt};
+use super::super::{ActiveQueue, GuestMemoryMmap, VirtioInterrupt};
 use super::ctrl::CtrlQueue;
 use super::metrics::NetMetrics;
 use super::rx::{RxOutcome, RxQueue};
@@ -80,6 +85,15 @@ pub(crate) struct CtrlContext {
     /// Controls of all running workers, by pair.
     pub controls: Vec<Arc<WorkerControl>>,
     pub max_pairs: u16,
+    /// Queue pairs the driver asked for last (kept by the device for a save).
+    pub pairs_in_use: Arc<AtomicU16>,
+}
+
+/// The queues a stopped worker hands back.
+pub(crate) struct WorkerQueues {
+    pub rx: ActiveQueue,
+    pub tx: ActiveQueue,
+    pub ctrl: Option<ActiveQueue>,
 }
 
 /// Everything one queue pair's thread works with.
@@ -100,18 +114,21 @@ pub(crate) struct Worker {
 }
 
 impl Worker {
-    pub fn spawn(self, name: String) -> io::Result<JoinHandle<()>> {
+    /// Start the thread; joining it gives the queues back.
+    pub fn spawn(self, name: String) -> io::Result<JoinHandle<WorkerQueues>> {
         std::thread::Builder::new()
             .name(name.clone())
-            .spawn(move || {
-                if let Err(e) = self.run() {
-                    tracing::error!("{name}: worker stopped: {e}");
-                }
-            })
+            .spawn(move || self.run(&name))
     }
 
-    fn run(self) -> io::Result<()> {
-        let epoll = Epoll::new()?;
+    fn run(self, name: &str) -> WorkerQueues {
+        let epoll = match Epoll::new() {
+            Ok(epoll) => epoll,
+            Err(e) => {
+                tracing::error!("{name}: worker cannot start: {e}");
+                return self.into_queues();
+            }
+        };
         let mut w = Running {
             w: self,
             epoll,
@@ -126,6 +143,38 @@ impl Worker {
             tap_error: false,
             tap_error_logged: false,
         };
+        if let Err(e) = w.event_loop() {
+            tracing::error!("{name}: worker stopped: {e}");
+        }
+        w.into_queues()
+    }
+
+    /// The queues as they stand (nothing taken from them is pending).
+    fn into_queues(self) -> WorkerQueues {
+        WorkerQueues {
+            rx: ActiveQueue {
+                index: self.rx_index,
+                queue: self.rx.into_queue(),
+                kick: self.rx_kick,
+            },
+            tx: ActiveQueue {
+                index: self.tx_index,
+                queue: self.tx.into_queue(),
+                kick: self.tx_kick,
+            },
+            ctrl: self.ctrl.map(|c| ActiveQueue {
+                index: c.index,
+                queue: c.queue.into_queue(),
+                kick: c.kick,
+            }),
+        }
+    }
+}
+
+impl Running {
+    /// Serve events until told to stop.
+    fn event_loop(&mut self) -> io::Result<()> {
+        let w = self;
         w.add(w.w.rx_kick.as_raw_fd(), TOKEN_RX_KICK)?;
         w.add(w.w.tx_kick.as_raw_fd(), TOKEN_TX_KICK)?;
         w.add(w.w.control.evt.as_raw_fd(), TOKEN_CONTROL)?;
@@ -241,6 +290,23 @@ struct Running {
 }
 
 impl Running {
+    /// Stop with the queues kept: unfilled receive buffers go back to the ring (see
+    /// `RxQueue::release_stash`) and the driver hears about anything returned.
+    fn into_queues(mut self) -> WorkerQueues {
+        let w = &mut self.w;
+        if self.rx_pending.is_some() {
+            tracing::debug!(
+                "net worker q{}: dropping a frame waiting for buffers",
+                w.pair
+            );
+        }
+        w.rx.release_stash(&w.mem);
+        if w.rx.needs_notification(&w.mem) {
+            w.interrupt.notify_queue(w.rx_index);
+        }
+        self.w.into_queues()
+    }
+
     fn add(&self, fd: i32, token: u64) -> io::Result<()> {
         self.epoll.ctl(
             ControlOperation::Add,
@@ -347,7 +413,14 @@ impl Running {
         };
         let tap = &w.tap;
         let controls = &ctrl.controls;
-        let mut set_pairs = |pairs: u16| set_queue_pairs(tap, controls, pairs);
+        let in_use = &ctrl.pairs_in_use;
+        let mut set_pairs = |pairs: u16| {
+            let ok = set_queue_pairs(tap, controls, pairs);
+            if ok {
+                in_use.store(pairs, Ordering::Release);
+            }
+            ok
+        };
         self.ctrl_more = ctrl.queue.process(
             &w.mem,
             &w.metrics,

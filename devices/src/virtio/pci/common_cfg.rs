@@ -31,6 +31,8 @@ impl QueueCfg {
 }
 
 pub struct CommonCfg {
+    /// Size of the function's MSI-X table: vectors at or past it are refused.
+    pub msix_vectors: u16,
     pub device_feature_select: u32,
     pub driver_feature_select: u32,
     pub driver_features: u64,
@@ -50,8 +52,9 @@ pub enum CfgAction {
 }
 
 impl CommonCfg {
-    pub fn new(queue_max_sizes: &[u16]) -> Self {
+    pub fn new(queue_max_sizes: &[u16], msix_vectors: u16) -> Self {
         CommonCfg {
+            msix_vectors,
             device_feature_select: 0,
             driver_feature_select: 0,
             driver_features: 0,
@@ -66,7 +69,17 @@ impl CommonCfg {
     /// Back to the reset state (keeps the queue maxima).
     pub fn reset(&mut self) {
         let maxes: Vec<u16> = self.queues.iter().map(|q| q.max_size).collect();
-        *self = CommonCfg::new(&maxes);
+        *self = CommonCfg::new(&maxes, self.msix_vectors);
+    }
+
+    /// A vector the driver chose: one the table does not have reads back as
+    /// NO_VECTOR, which tells the driver the mapping failed (virtio 1.2 §4.1.5.1.2).
+    fn vector(&self, v: u16) -> u16 {
+        if v < self.msix_vectors {
+            v
+        } else {
+            NO_VECTOR
+        }
     }
 
     fn queue(&self) -> Option<&QueueCfg> {
@@ -148,7 +161,7 @@ impl CommonCfg {
             }
         }
         if touches(16, 2) {
-            self.msix_config = u16_at(16);
+            self.msix_config = self.vector(u16_at(16));
         }
         if touches(20, 1) {
             action = CfgAction::Status(img[20]);
@@ -157,9 +170,10 @@ impl CommonCfg {
             self.queue_select = u16_at(22);
         }
         let queue_select = self.queue_select;
+        let queue_vector = self.vector(u16_at(26));
         if let Some(q) = self.queue_mut() {
             if touches(26, 2) {
-                q.msix_vector = u16_at(26);
+                q.msix_vector = queue_vector;
             }
             // Queue geometry is fixed once the queue is enabled or the device is live.
             if !q.enabled && !queue_live {
@@ -196,7 +210,7 @@ mod tests {
 
     #[test]
     fn feature_windows_and_queue_setup() {
-        let mut c = CommonCfg::new(&[256, 128]);
+        let mut c = CommonCfg::new(&[256, 128], 3);
         let mut d = [0u8; 4];
         c.write(0, &1u32.to_le_bytes());
         c.read(4, &mut d, 0x1_0000_0002);
@@ -226,5 +240,20 @@ mod tests {
         c.write(22, &9u16.to_le_bytes());
         c.read(24, &mut n, 0);
         assert_eq!(n, [0, 0]);
+    }
+
+    #[test]
+    fn vectors_past_the_table_read_back_as_no_vector() {
+        let mut c = CommonCfg::new(&[64], 2);
+        c.write(16, &1u16.to_le_bytes());
+        assert_eq!(c.msix_config, 1);
+        c.write(16, &2u16.to_le_bytes());
+        assert_eq!(c.msix_config, NO_VECTOR);
+        c.write(26, &9999u16.to_le_bytes());
+        assert_eq!(c.queues[0].msix_vector, NO_VECTOR);
+        c.write(26, &0u16.to_le_bytes());
+        assert_eq!(c.queues[0].msix_vector, 0);
+        c.reset();
+        assert_eq!(c.msix_vectors, 2);
     }
 }

@@ -1,11 +1,11 @@
 //! A virtio device on PCI: config space with the virtio capabilities and MSI-X, BAR 0
 //! register emulation, and the device status state machine that activates and resets
-//! the transport-agnostic device.
+//! the transport-agnostic device. Quiescing and resuming (for a save) are in
+//! `lifecycle.rs`, saving and restoring in `state.rs` and `restore.rs`.
 
 use std::sync::{Arc, Mutex};
 
-use virtio_queue::{Queue, QueueT};
-use vm_memory::GuestAddress;
+use virtio_queue::{Queue, QueueState};
 use vmm_sys_util::eventfd::EventFd;
 
 use super::common_cfg::{CfgAction, CommonCfg};
@@ -41,20 +41,35 @@ pub struct VirtioPciResources {
     pub mem: GuestMemoryMmap,
 }
 
+/// Whether the device serves its queues.
+pub(super) enum Run {
+    /// Not activated yet, or reset.
+    Inactive,
+    /// The device's workers serve the queues.
+    Active,
+    /// Stopped for a save (`lifecycle.rs`): the queues wait here, positioned after the
+    /// last completed request, to be saved or served again.
+    Quiesced(Vec<ActiveQueue>),
+    /// Quiescing or resuming failed: stopped until the driver resets the device.
+    Failed,
+}
+
 pub struct VirtioPciDevice {
-    name: String,
-    config: PciConfig,
-    common: CommonCfg,
-    device: Box<dyn VirtioDevice>,
-    device_features: u64,
-    interrupt: Arc<PciInterrupt>,
-    msix: Arc<Mutex<Msix>>,
-    msix_cap: usize,
+    pub(super) name: String,
+    pub(super) config: PciConfig,
+    pub(super) common: CommonCfg,
+    pub(super) device: Box<dyn VirtioDevice>,
+    pub(super) device_features: u64,
+    pub(super) interrupt: Arc<PciInterrupt>,
+    pub(super) msix: Arc<Mutex<Msix>>,
+    pub(super) msix_cap: usize,
     kicks: Vec<EventFd>,
     bar_addr: u64,
+    /// Where the kick ioeventfds are registered (BAR 0's address), if they are.
+    notify_at: Option<u64>,
     ioevents: Arc<dyn IoEventRegistrar>,
-    mem: GuestMemoryMmap,
-    active: bool,
+    pub(super) mem: GuestMemoryMmap,
+    pub(super) run: Run,
 }
 
 fn class_of(device_type: u32) -> (u8, u8) {
@@ -103,6 +118,7 @@ impl VirtioPciDevice {
         ] {
             config.add_capability(&virtio_cap(t, off, len), &[]);
         }
+        let msix_vectors = u16::try_from(res.msix_vectors.len()).unwrap_or(u16::MAX);
         let msix = Msix::new(res.msix_vectors, res.msi_router);
         let (cap, mask) = msix.capability(0, MSIX_TABLE as u32, MSIX_PBA as u32);
         let msix_cap = config.add_capability(&cap, &mask);
@@ -112,13 +128,10 @@ impl VirtioPciDevice {
         let kicks = (0..queue_sizes.len())
             .map(|_| EventFd::new(libc::EFD_NONBLOCK))
             .collect::<std::io::Result<Vec<_>>>()?;
-        for (q, k) in kicks.iter().enumerate() {
-            res.ioevents.register(k, notify_addr(res.bar_addr, q))?;
-        }
-        Ok(VirtioPciDevice {
+        let mut dev = VirtioPciDevice {
             name,
             config,
-            common: CommonCfg::new(&queue_sizes),
+            common: CommonCfg::new(&queue_sizes, msix_vectors),
             device_features: device.device_features() | F_VERSION_1,
             device,
             interrupt,
@@ -126,22 +139,71 @@ impl VirtioPciDevice {
             msix_cap,
             kicks,
             bar_addr: res.bar_addr,
+            notify_at: None,
             ioevents: res.ioevents,
             mem: res.mem,
-            active: false,
-        })
+            run: Run::Inactive,
+        };
+        dev.register_notify(res.bar_addr)?;
+        Ok(dev)
+    }
+
+    pub fn name(&self) -> &str {
+        &self.name
     }
 
     pub fn bar_addr(&self) -> u64 {
         self.bar_addr
     }
 
+    pub(super) fn set_bar_addr(&mut self, bar: u64) {
+        self.bar_addr = bar;
+    }
+
+    pub(super) fn notify_registered_at(&self, bar: u64) -> bool {
+        self.notify_at == Some(bar)
+    }
+
     /// Stop the device's workers (VM teardown or unplug).
     pub fn shutdown(&mut self) {
-        if self.active {
+        if !matches!(self.run, Run::Inactive) {
             self.device.reset();
-            self.active = false;
+            self.run = Run::Inactive;
         }
+    }
+
+    /// Register the queues' kick ioeventfds at their notify addresses in a BAR 0 at
+    /// `bar`. All are tried; the first error is returned.
+    pub(super) fn register_notify(&mut self, bar: u64) -> std::io::Result<()> {
+        self.notify_at = Some(bar);
+        let mut result = Ok(());
+        for (q, k) in self.kicks.iter().enumerate() {
+            if let Err(e) = self.ioevents.register(k, notify_addr(bar, q)) {
+                tracing::warn!("{}: register ioeventfd: {e}", self.name);
+                result = result.and(Err(e));
+            }
+        }
+        result
+    }
+
+    /// Unregister the kick ioeventfds (the BAR is about to move). Kicks still work
+    /// meanwhile, through the MMIO exit path.
+    pub fn unregister_notify(&mut self) {
+        let Some(bar) = self.notify_at.take() else {
+            return;
+        };
+        for (q, k) in self.kicks.iter().enumerate() {
+            if let Err(e) = self.ioevents.unregister(k, notify_addr(bar, q)) {
+                tracing::warn!("{}: unregister ioeventfd: {e}", self.name);
+            }
+        }
+    }
+
+    /// Interrupt the driver about a failure that needs a device reset.
+    pub(super) fn needs_reset(&mut self) {
+        self.common.status |= STATUS_NEEDS_RESET;
+        self.common.config_generation = self.common.config_generation.wrapping_add(1);
+        self.interrupt.notify_config();
     }
 
     fn reset(&mut self) {
@@ -177,34 +239,52 @@ impl VirtioPciDevice {
                 new &= !STATUS_DRIVER_OK;
             } else if let Err(e) = self.activate() {
                 tracing::error!("{}: activation failed: {e}", self.name);
+                self.needs_reset();
                 new |= STATUS_NEEDS_RESET;
-                self.common.config_generation = self.common.config_generation.wrapping_add(1);
-                self.interrupt.notify_config();
             }
         }
         self.common.status = new;
     }
 
     fn activate(&mut self) -> Result<(), crate::virtio::ActivateError> {
-        use crate::virtio::ActivateError;
         let features = self.common.driver_features;
+        let queues = self.ready_queues(|_| (0, 0))?;
+        self.device
+            .activate(self.mem.clone(), self.interrupt.clone(), features, queues)?;
+        self.run = Run::Active;
+        tracing::info!("{}: activated (features {features:#x})", self.name);
+        Ok(())
+    }
+
+    /// The queues the driver enabled, as the device gets them, each starting at the
+    /// ring positions `position(index)` gives: (next available, next used).
+    pub(super) fn ready_queues(
+        &self,
+        position: impl Fn(usize) -> (u16, u16),
+    ) -> Result<Vec<ActiveQueue>, crate::virtio::ActivateError> {
+        use crate::virtio::ActivateError;
+        let event_idx = self.common.driver_features & F_RING_EVENT_IDX != 0;
         let mut queues = Vec::new();
         for (i, qc) in self.common.queues.iter().enumerate() {
             if !qc.enabled {
                 continue;
             }
             let bad = |e: String| ActivateError::BadQueue(i as u16, e);
-            let mut q = Queue::new(qc.max_size).map_err(|e| bad(e.to_string()))?;
-            q.try_set_size(qc.size).map_err(|e| bad(e.to_string()))?;
-            q.try_set_desc_table_address(GuestAddress(qc.desc))
-                .map_err(|e| bad(e.to_string()))?;
-            q.try_set_avail_ring_address(GuestAddress(qc.driver))
-                .map_err(|e| bad(e.to_string()))?;
-            q.try_set_used_ring_address(GuestAddress(qc.device))
-                .map_err(|e| bad(e.to_string()))?;
-            q.set_event_idx(features & F_RING_EVENT_IDX != 0);
-            q.set_ready(true);
-            if !q.is_valid(&self.mem) {
+            let (next_avail, next_used) = position(i);
+            // Checks the size and the rings' alignment.
+            let q = Queue::try_from(QueueState {
+                max_size: qc.max_size,
+                next_avail,
+                next_used,
+                event_idx_enabled: event_idx,
+                size: qc.size,
+                ready: true,
+                desc_table: qc.desc,
+                avail_ring: qc.driver,
+                used_ring: qc.device,
+            })
+            .map_err(|e| bad(e.to_string()))?;
+            if !virtio_queue::QueueT::is_valid(&q, &self.mem) {
                 return Err(bad("rings lie outside guest memory".into()));
             }
             queues.push(ActiveQueue {
@@ -213,15 +293,11 @@ impl VirtioPciDevice {
                 kick: self.kicks[i].try_clone()?,
             });
         }
-        self.device
-            .activate(self.mem.clone(), self.interrupt.clone(), features, queues)?;
-        self.active = true;
-        tracing::info!("{}: activated (features {features:#x})", self.name);
-        Ok(())
+        Ok(queues)
     }
 
     /// Mirror the driver's vector choices into the interrupt path.
-    fn sync_vectors(&self) {
+    pub(super) fn sync_vectors(&self) {
         *self
             .interrupt
             .config_vector
@@ -237,7 +313,7 @@ impl VirtioPciDevice {
         }
     }
 
-    fn msix(&self) -> std::sync::MutexGuard<'_, Msix> {
+    pub(super) fn msix(&self) -> std::sync::MutexGuard<'_, Msix> {
         self.msix.lock().unwrap_or_else(|e| e.into_inner())
     }
 }
@@ -307,14 +383,9 @@ impl PciDevice for VirtioPciDevice {
     }
 
     fn bar_moved(&mut self, change: &BarChange) {
-        for (q, k) in self.kicks.iter().enumerate() {
-            if let Err(e) = self.ioevents.unregister(k, notify_addr(change.old, q)) {
-                tracing::warn!("{}: unregister ioeventfd: {e}", self.name);
-            }
-            if let Err(e) = self.ioevents.register(k, notify_addr(change.new, q)) {
-                tracing::warn!("{}: register ioeventfd: {e}", self.name);
-            }
-        }
+        self.unregister_notify();
+        // Failures are logged; kicks then take the (slower) MMIO exit path.
+        let _ = self.register_notify(change.new);
         self.bar_addr = change.new;
     }
 }

@@ -52,6 +52,18 @@ impl PciInterrupt {
         v
     }
 
+    /// The ISR as a saved state has it (not cleared, unlike a driver read).
+    pub fn isr(&self) -> u8 {
+        self.isr.load(Ordering::SeqCst)
+    }
+
+    /// Take over a saved ISR and drive INTx to match: high while anything is pending,
+    /// as it was on the saving machine (the restoring machine's line starts low).
+    pub fn restore_isr(&self, isr: u8) {
+        self.isr.store(isr, Ordering::SeqCst);
+        lock(&self.intx).set_level(isr != 0);
+    }
+
     pub fn reset(&self) {
         lock(&self.queue_vectors).fill(NO_VECTOR);
         *lock(&self.config_vector) = NO_VECTOR;

@@ -38,6 +38,11 @@ impl ConfigSpace {
         self.sizes
     }
 
+    /// Set the driver-writable sizes (a restore; any value is safe, see `write`).
+    pub fn set_sizes(&mut self, sizes: HeaderSizes) {
+        self.sizes = sizes;
+    }
+
     /// Back to the values a device reset must restore.
     pub fn reset(&mut self) {
         *self = Self::new(self.num_targets);

@@ -8,12 +8,14 @@ use virtio_queue::QueueT;
 use super::config::ConfigSpace;
 use super::lun::{Lun, LunConfig, BLOCK_SIZE, MAX_SERIAL_LEN};
 use super::metrics::ScsiMetrics;
+use super::process::HeaderSizes;
 use super::worker::{Worker, WorkerHandle};
 use super::{MAX_TARGETS, NUM_QUEUES, QUEUE_SIZE};
 use crate::block::WaitCanceller;
+use crate::state::StateError;
 use crate::virtio::{
-    ActivateError, ActiveQueue, GuestMemoryMmap, VirtioDevice, VirtioInterrupt, F_RING_EVENT_IDX,
-    F_RING_INDIRECT_DESC, F_VERSION_1, TYPE_SCSI,
+    ActivateError, ActiveQueue, GuestMemoryMmap, VirtioDevice, VirtioDeviceState, VirtioInterrupt,
+    F_RING_EVENT_IDX, F_RING_INDIRECT_DESC, F_VERSION_1, TYPE_SCSI,
 };
 
 /// Why a controller could not be built from its disks.
@@ -32,8 +34,11 @@ pub enum ScsiError {
 /// One virtio-scsi controller. Disk `i` of the list given to [`VirtioScsi::new`] is
 /// target `i`, LUN 0 (see `lun.rs` for why).
 pub struct VirtioScsi {
-    luns: Arc<[Mutex<Lun>]>,
-    config: ConfigSpace,
+    pub(super) luns: Arc<[Mutex<Lun>]>,
+    pub(super) config: ConfigSpace,
+    /// The header sizes the worker uses: the config space's at activation (a later
+    /// change takes effect at the next activation). Kept across a quiesce.
+    pub(super) active_sizes: Option<HeaderSizes>,
     metrics: ScsiMetrics,
     /// The throttled disks' wait cancellers, so a reset never waits for throttling.
     cancellers: Vec<WaitCanceller>,
@@ -83,6 +88,7 @@ impl VirtioScsi {
         Ok(Self {
             luns: luns.into_iter().map(Mutex::new).collect(),
             config,
+            active_sizes: None,
             metrics,
             cancellers,
             worker: None,
@@ -132,7 +138,69 @@ impl VirtioDevice for VirtioScsi {
         mem: GuestMemoryMmap,
         interrupt: Arc<dyn VirtioInterrupt>,
         driver_features: u64,
+        queues: Vec<ActiveQueue>,
+    ) -> Result<(), ActivateError> {
+        let sizes = self.config.sizes();
+        self.start(mem, interrupt, driver_features, queues, sizes)
+    }
+
+    fn resume(
+        &mut self,
+        mem: GuestMemoryMmap,
+        interrupt: Arc<dyn VirtioInterrupt>,
+        driver_features: u64,
+        queues: Vec<ActiveQueue>,
+    ) -> Result<(), ActivateError> {
+        let sizes = self.active_sizes.unwrap_or_else(|| self.config.sizes());
+        self.start(mem, interrupt, driver_features, queues, sizes)
+    }
+
+    fn reset(&mut self) {
+        if let Some(mut worker) = self.worker.take() {
+            drop(worker.stop());
+        }
+        self.active_sizes = None;
+        self.config.reset();
+    }
+
+    fn quiesce(&mut self) -> Result<Vec<ActiveQueue>, StateError> {
+        let Some(mut worker) = self.worker.take() else {
+            return Ok(Vec::new());
+        };
+        let queues = worker.stop().ok_or_else(|| {
+            StateError::failed(
+                "virtio-scsi worker did not stop cleanly (it panicked or could not be \
+                 woken); its queues are lost",
+            )
+        })?;
+        tracing::debug!("virtio-scsi quiesced");
+        Ok(queues)
+    }
+
+    fn save_state(&self) -> VirtioDeviceState {
+        VirtioDeviceState::Scsi(self.state())
+    }
+
+    fn check_state(&self, state: &VirtioDeviceState) -> Result<(), StateError> {
+        self.check(state).map(drop)
+    }
+
+    fn restore_state(&mut self, state: &VirtioDeviceState) -> Result<(), StateError> {
+        let s = self.check(state)?;
+        self.apply(s);
+        Ok(())
+    }
+}
+
+impl VirtioScsi {
+    /// Start the worker on `queues` with the given header sizes.
+    fn start(
+        &mut self,
+        mem: GuestMemoryMmap,
+        interrupt: Arc<dyn VirtioInterrupt>,
+        driver_features: u64,
         mut queues: Vec<ActiveQueue>,
+        sizes: HeaderSizes,
     ) -> Result<(), ActivateError> {
         if self.worker.is_some() {
             return Err(ActivateError::Other("virtio-scsi is already active".into()));
@@ -153,7 +221,6 @@ impl VirtioDevice for VirtioScsi {
             }
             q.queue.set_event_idx(event_idx);
         }
-        let sizes = self.config.sizes();
         tracing::debug!(
             disks = self.luns.len(),
             queues = queues.len(),
@@ -163,13 +230,7 @@ impl VirtioDevice for VirtioScsi {
         );
         let worker = Worker::new(mem, interrupt, queues, self.luns.clone(), sizes);
         self.worker = Some(WorkerHandle::spawn(worker, self.cancellers.clone())?);
+        self.active_sizes = Some(sizes);
         Ok(())
-    }
-
-    fn reset(&mut self) {
-        if let Some(mut worker) = self.worker.take() {
-            worker.stop();
-        }
-        self.config.reset();
     }
 }

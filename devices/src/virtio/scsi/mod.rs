@@ -11,7 +11,8 @@
 //!
 //! Layout: `request` parses and checks descriptor chains, `process` and `control` turn
 //! request- and control-queue chains into responses, `commands/` emulates the CDBs,
-//! `worker` is the I/O thread, `device` the [`VirtioDevice`](crate::virtio::VirtioDevice).
+//! `worker` is the I/O thread, `device` the [`VirtioDevice`](crate::virtio::VirtioDevice),
+//! `state` what a saved VM keeps of it.
 
 mod commands;
 mod config;
@@ -22,6 +23,7 @@ mod metrics;
 mod process;
 mod request;
 mod sense;
+mod state;
 mod worker;
 
 #[cfg(test)]
@@ -30,6 +32,7 @@ mod tests;
 pub use device::{ScsiError, VirtioScsi};
 pub use lun::{LunConfig, BLOCK_SIZE, MAX_SERIAL_LEN};
 pub use metrics::{LunMetrics, LunMetricsSnapshot, ScsiMetrics, ScsiMetricsSnapshot};
+pub use state::{ScsiHeaderSizes, ScsiState};
 
 /// Queue indices (virtio 1.2 §5.6.2): control, event, then the request queues.
 pub const CONTROL_QUEUE: u16 = 0;

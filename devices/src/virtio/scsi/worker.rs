@@ -4,6 +4,10 @@
 //! A throttled disk (`iotune`) blocks this thread in `DiskBackend::admit`; stopping cuts
 //! such waits short through the disks' [`WaitCanceller`]s (as virtio-blk's worker does),
 //! so a reset never waits for the throttle.
+//!
+//! Stopping happens between two requests: the one being executed completes, the next
+//! is not taken. So the queues the thread gives back when it is joined hold no
+//! half-done request, and a saved VM can serve them again from where they stand.
 
 use std::io;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -50,7 +54,7 @@ pub(crate) struct WorkerHandle {
     stopping: Arc<AtomicBool>,
     /// One per throttled disk: cancelled on stop so the worker leaves a throttling wait.
     cancellers: Vec<WaitCanceller>,
-    thread: Option<JoinHandle<()>>,
+    thread: Option<JoinHandle<Vec<ActiveQueue>>>,
 }
 
 impl WorkerHandle {
@@ -75,13 +79,12 @@ impl WorkerHandle {
         })
     }
 
-    /// Stop the thread and wait for it. It finishes the request it is executing (a
-    /// backend call cannot be interrupted; a throttling wait is cut short, and the
-    /// request then runs unthrottled) but never waits for the guest or the throttle.
-    pub fn stop(&mut self) {
-        let Some(thread) = self.thread.take() else {
-            return;
-        };
+    /// Stop the thread, wait for it and return the queues it served. It finishes the
+    /// request it is executing (a backend call cannot be interrupted; a throttling wait
+    /// is cut short, and the request then runs unthrottled) but never waits for the
+    /// guest or the throttle. `None` if the thread could not be stopped or panicked.
+    pub fn stop(&mut self) -> Option<Vec<ActiveQueue>> {
+        let thread = self.thread.take()?;
         self.stopping.store(true, Ordering::SeqCst);
         for c in &self.cancellers {
             c.cancel();
@@ -89,21 +92,23 @@ impl WorkerHandle {
         if let Err(e) = self.stop.write(1) {
             // Without the wakeup the join below would hang; leave the thread detached.
             tracing::error!(error = %e, "cannot signal the scsi worker to stop");
-            return;
+            return None;
         }
-        if thread.join().is_err() {
+        let queues = thread.join();
+        if queues.is_err() {
             tracing::error!("scsi worker thread panicked");
         }
         // Allow waiting again, for a later activation (spawn re-arms them too).
         for c in &self.cancellers {
             c.reset();
         }
+        queues.ok()
     }
 }
 
 impl Drop for WorkerHandle {
     fn drop(&mut self) {
-        self.stop();
+        drop(self.stop());
     }
 }
 
@@ -125,7 +130,13 @@ impl Worker {
         }
     }
 
-    fn run(mut self, stop: &EventFd, stopping: &AtomicBool) {
+    /// The thread body: serve until told to stop, then give the queues back.
+    fn run(mut self, stop: &EventFd, stopping: &AtomicBool) -> Vec<ActiveQueue> {
+        self.serve(stop, stopping);
+        self.queues
+    }
+
+    fn serve(&mut self, stop: &EventFd, stopping: &AtomicBool) {
         let epoll = match self.epoll(stop) {
             Ok(epoll) => epoll,
             Err(e) => {
@@ -218,11 +229,15 @@ pub(crate) fn serve_queue(
             break;
         }
         let before = completed;
-        while let Some(chain) = aq.queue.pop_descriptor_chain(mem) {
+        loop {
+            // Checked before taking a chain, never after: a chain taken is completed,
+            // so a stop (for a reset or a save) leaves no request half done.
             if stopping.load(Ordering::Relaxed) {
-                // The chain stays unused; the driver is resetting the device anyway.
                 break 'drain;
             }
+            let Some(chain) = aq.queue.pop_descriptor_chain(mem) else {
+                break;
+            };
             let head = chain.head_index();
             let used = if aq.index == CONTROL_QUEUE {
                 process_control(mem, chain, luns)

@@ -10,6 +10,7 @@ use std::time::{Duration, Instant};
 
 use oxvm_api::{CacheMode, DiscardMode, DiskBus, DiskConfig, DiskFormat, IoMode, IoTune};
 use virtio_bindings::virtio_blk::*;
+use virtio_queue::QueueT;
 use vm_memory::{Bytes, GuestAddress};
 use vmm_sys_util::eventfd::EventFd;
 use vmm_sys_util::tempdir::TempDir;
@@ -20,7 +21,7 @@ use crate::block::{DiskBackend, DiskOptions, RawDisk, Throttle, Throttled};
 use crate::virtio::blk::execute::Executor;
 use crate::virtio::blk::metrics::{BlkMetrics, BlkMetricsSnapshot};
 use crate::virtio::blk::request::{S_IOERR, S_OK};
-use crate::virtio::blk::worker::{QueueWorker, Worker};
+use crate::virtio::blk::worker::{QueueWorker, StopMode, Worker};
 use crate::virtio::blk::worker_async::AsyncWorker;
 use crate::virtio::blk::VirtioBlk;
 use crate::virtio::{ActiveQueue, GuestMemoryMmap, VirtioDevice};
@@ -345,6 +346,75 @@ fn a_throttled_request_waits_without_blocking_and_is_dropped_at_stop() {
     drop(w.into_backend());
     assert!(start.elapsed() < Duration::from_secs(1));
     assert_eq!(vq.used_idx(), 1, "the parked request was never started");
+}
+
+#[test]
+fn quiescing_completes_what_is_in_flight_signals_it_and_keeps_the_queue() {
+    let rig = Rig::new();
+    let vq = TestQueue::new(&rig.mem, 0, 256);
+    let mut w = rig.worker(&vq, Box::new(rig.disk(true)));
+    for i in 0..64u16 {
+        rig.write(&vq, i, 16 * u64::from(i), &pattern(8192, 50 + i as u8));
+    }
+    w.pump();
+    assert_eq!(w.in_flight(), 64);
+    assert_eq!(vq.used_idx(), 0);
+    let (_backend, queue) = w.into_parts(StopMode::Quiesce);
+    assert_eq!(vq.used_idx(), 64);
+    assert!((0..64).all(|s| rig.status(s) == S_OK));
+    assert_eq!((queue.next_avail(), queue.next_used()), (64, 64));
+    // Unlike a reset, the driver is told (a saved guest goes on waiting otherwise).
+    assert!(rig.irq.queue_count() >= 1);
+}
+
+#[test]
+fn quiescing_puts_a_throttled_request_back_in_the_ring() {
+    let rig = Rig::new();
+    let vq = TestQueue::new(&rig.mem, 0, 256);
+    let tune = IoTune {
+        total_bytes_sec: 65536,
+        ..Default::default()
+    };
+    let disk = Throttled::new(rig.disk(true), Throttle::new(&tune).unwrap().unwrap());
+    let mut w = rig.worker(&vq, Box::new(disk));
+    for i in 0..2u16 {
+        // 64 KiB each, in buffers of their own (slots hold 8 KiB).
+        let (h, _, s) = addrs(i);
+        let buf = DATA + 0x8_0000 + 0x1_0000 * u64::from(i);
+        header(&rig.mem, h, VIRTIO_BLK_T_OUT, 128 * u64::from(i));
+        rig.mem
+            .write_slice(&pattern(65536, 60 + i as u8), GuestAddress(buf))
+            .unwrap();
+        rig.mem.write_obj(0xaau8, GuestAddress(s)).unwrap();
+        vq.add(3 * i, &[desc(h, 16, R), desc(buf, 65536, R), desc(s, 1, W)]);
+    }
+    rig.read(&vq, 2, 0, 4096);
+    w.pump();
+    assert!(w.is_parked());
+    w.wait_for_completions();
+    assert_eq!(used(&vq), vec![(0, 1)]);
+    let start = Instant::now();
+    let (_backend, queue) = w.into_parts(StopMode::Quiesce);
+    assert!(
+        start.elapsed() < Duration::from_secs(1),
+        "no wait for the throttle"
+    );
+    // The parked write was taken but never started: it is back in the ring.
+    assert_eq!((queue.next_avail(), queue.next_used()), (1, 1));
+    assert_eq!(rig.status(1), 0xaa);
+
+    // Served again (after a restore, say, where the config has no iotune).
+    let mut base = rig.base(&vq, Box::new(rig.disk(true)));
+    base.queue = queue;
+    let native = base.executor.native_io().unwrap();
+    let mut w = AsyncWorker::new(base, native).map_err(|(e, _)| e).unwrap();
+    w.pump();
+    wait_until_idle(&mut w);
+    let mut done = used(&vq);
+    done.sort();
+    assert_eq!(done, vec![(0, 1), (1, 1), (2, 4097)]);
+    assert_eq!(rig.status(1), S_OK);
+    assert_eq!(rig.file()[65536..131072], pattern(65536, 61)[..]);
 }
 
 /// The same requests through io=threads and io=native give the same counters.

@@ -28,7 +28,7 @@ use super::*;
 use crate::net::tests::{ip, unique_ifname};
 use crate::net::Tap;
 
-const GUEST_MAC: [u8; 6] = [0x52, 0x54, 0x00, 0x12, 0x34, 0x56];
+pub(crate) const GUEST_MAC: [u8; 6] = [0x52, 0x54, 0x00, 0x12, 0x34, 0x56];
 /// Queue size the ring driver uses.
 const QSIZE: u16 = 64;
 const HDR: usize = 12;
@@ -41,12 +41,12 @@ fn bit(b: u32) -> u64 {
 
 /// The tap's private subnet. Picking one and assigning it happens under an exclusive
 /// lock so that concurrent test processes never share a subnet.
-struct HostNet {
-    host: Ipv4Addr,
-    guest: Ipv4Addr,
+pub(crate) struct HostNet {
+    pub host: Ipv4Addr,
+    pub guest: Ipv4Addr,
 }
 
-fn host_net(tap: &str) -> HostNet {
+pub(crate) fn host_net(tap: &str) -> HostNet {
     let lock = File::create("/tmp/oxvm-net-tests.lock").unwrap();
     // SAFETY: flock on a file we own; released when `lock` closes.
     assert_eq!(unsafe { libc::flock(lock.as_raw_fd(), libc::LOCK_EX) }, 0);
@@ -94,7 +94,7 @@ fn checksum(bytes: &[u8]) -> u16 {
 }
 
 /// Ethernet + IPv4 + UDP (checksum 0: "none", valid for IPv4).
-fn udp_frame(
+pub(crate) fn udp_frame(
     dst_mac: [u8; 6],
     src_mac: [u8; 6],
     src: SocketAddr,

@@ -2,7 +2,7 @@
 //! uses real taps (root, /dev/net/tun) and a private /24 on them.
 
 mod chain;
-mod device;
+pub(crate) mod device;
 mod fuzz;
 mod queues;
 
