@@ -175,9 +175,13 @@ fn run(vm_file: &Path, api_socket: Option<PathBuf>) -> ExitCode {
 /// through the API; 1 on an error; 128+N for signal N (shell convention).
 fn exit_status(result: Result<VmExit, VmmError>) -> ExitCode {
     match result {
-        Ok(VmExit::PowerOff | VmExit::Reboot | VmExit::Destroyed | VmExit::Saved) => {
-            ExitCode::SUCCESS
-        }
+        Ok(
+            VmExit::PowerOff
+            | VmExit::Reboot
+            | VmExit::Destroyed
+            | VmExit::Saved
+            | VmExit::Migrated,
+        ) => ExitCode::SUCCESS,
         Ok(VmExit::Signal(s)) => ExitCode::from((128 + s) as u8),
         Err(e) => {
             eprintln!("oxvm: {e}");

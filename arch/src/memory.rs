@@ -1,11 +1,22 @@
-//! Guest RAM regions and the e820 map that describes them.
+//! Guest RAM regions and the e820 map that describes them, and the one type every crate
+//! uses for guest memory.
 
+use vm_memory::bitmap::AtomicBitmap;
 use vm_memory::GuestAddress;
 
 use crate::layout::{
     ACPI_END, ACPI_START, EBDA_START, HIGH_RAM_START, HIMEM_START, MMIO_GAP_START, PCI_ECAM_SIZE,
     PCI_ECAM_START,
 };
+
+/// Guest memory, for every crate of oxvm (`oxvm_devices::virtio::GuestMemoryMmap` is
+/// defined identically, as devices does not depend on arch). Each region carries a
+/// dirty bitmap (one bit per 4 KiB page) that vm-memory sets on every write made
+/// through it, so live migration sees what the VMM's own threads (virtio workers)
+/// write; KVM's dirty log only sees vCPU writes.
+pub type GuestMemoryMmap = vm_memory::GuestMemoryMmap<AtomicBitmap>;
+/// One region of [`GuestMemoryMmap`], for mappings built by hand.
+pub type GuestRegionMmap = vm_memory::GuestRegionMmap<AtomicBitmap>;
 
 pub const E820_RAM: u32 = 1;
 pub const E820_RESERVED: u32 = 2;

@@ -1,8 +1,9 @@
 //! Identity page tables for entering long mode.
 
-use vm_memory::{Bytes, GuestAddress, GuestMemoryMmap};
+use vm_memory::{Bytes, GuestAddress};
 
 use crate::layout::{PDE_COUNT, PDE_START, PDPTE_START, PML4_START};
+use crate::memory::GuestMemoryMmap;
 use crate::ArchError;
 
 const PRESENT_RW: u64 = 0x3;
@@ -34,7 +35,7 @@ mod tests {
 
     #[test]
     fn maps_4g_identity() {
-        let mem = GuestMemoryMmap::<()>::from_ranges(&[(GuestAddress(0), 0x10_0000)]).unwrap();
+        let mem = GuestMemoryMmap::from_ranges(&[(GuestAddress(0), 0x10_0000)]).unwrap();
         assert_eq!(setup_identity_paging(&mem).unwrap(), PML4_START);
         let pml4: u64 = mem.read_obj(GuestAddress(PML4_START)).unwrap();
         assert_eq!(pml4, PDPTE_START | 3);

@@ -2,10 +2,11 @@
 
 use kvm_bindings::{kvm_fpu, kvm_regs, kvm_sregs};
 use kvm_ioctls::VcpuFd;
-use vm_memory::{Bytes, GuestAddress, GuestMemoryMmap};
+use vm_memory::{Bytes, GuestAddress};
 
 use crate::gdt::{boot_gdt, segment, CODE_INDEX, DATA_INDEX, TSS_INDEX};
 use crate::layout::{BOOT_GDT_START, BOOT_IDT_START, BOOT_STACK_POINTER};
+use crate::memory::GuestMemoryMmap;
 use crate::paging::setup_identity_paging;
 use crate::ArchError;
 

@@ -1,6 +1,7 @@
 //! `oxvm ctl`: one API request per invocation (plus polling for `shutdown` and
 //! `wait-state`), with text or JSON output and exit codes a script can act on.
 
+mod migrate;
 pub(crate) mod print;
 mod wait;
 
@@ -9,7 +10,10 @@ use std::process::ExitCode;
 use std::time::Duration;
 
 use clap::{Args, Subcommand};
-use oxvm_api::control::{MemoryMode, RestoreParams, SaveParams, ShutdownParams, VmAction, VmState};
+use oxvm_api::control::{
+    IncomingParams, MemoryMode, MigrateParams, RestoreParams, SaveParams, ShutdownParams, VmAction,
+    VmState,
+};
 use oxvm_api::{load_vm_file, Client, ClientError, VmConfig};
 use serde::Serialize;
 
@@ -114,6 +118,32 @@ enum CtlCommand {
         #[arg(long)]
         paused: bool,
     },
+    /// Live-migrate the VM to a receiving process; shows progress until it is done.
+    Migrate {
+        /// tcp:HOST:PORT or unix:PATH (the destination's `migrate-incoming --listen`).
+        #[arg(long)]
+        to: String,
+        /// Stop-and-copy once the rest fits this downtime.
+        #[arg(long, value_name = "MS", default_value_t = 300)]
+        downtime_ms: u64,
+        /// Force stop-and-copy after this many pre-copy rounds.
+        #[arg(long, value_name = "N", default_value_t = 30)]
+        max_iterations: u32,
+        /// Return once started.
+        #[arg(long)]
+        no_wait: bool,
+    },
+    /// Make this empty `oxvm serve` process receive a migrating VM.
+    MigrateIncoming {
+        /// tcp:HOST:PORT or unix:PATH to listen on.
+        #[arg(long)]
+        listen: String,
+        /// Give up (the process exits) if no source connects in time.
+        #[arg(long, value_name = "S", default_value_t = 600)]
+        timeout: u64,
+    },
+    /// The migration's progress.
+    MigrateStatus,
     /// Wait until the VM is in STATE (a VM whose process ended counts as stopped).
     WaitState {
         /// empty, created, running, paused, shutting-down or stopped.
@@ -268,6 +298,32 @@ fn execute(client: &Client, command: CtlCommand, json: bool) -> Result<(), Failu
             };
             out.show(&client.restore(&params)?, print::state)
         }
+        CtlCommand::Migrate {
+            to,
+            downtime_ms,
+            max_iterations,
+            no_wait,
+        } => {
+            let params = MigrateParams {
+                to,
+                downtime_ms,
+                max_iterations,
+                wait: !no_wait,
+            };
+            if no_wait {
+                return out.show(&client.migrate(&params)?, print::state);
+            }
+            let status = migrate::run(client, &params, !json)?;
+            out.show(&status, print::migration)
+        }
+        CtlCommand::MigrateIncoming { listen, timeout } => out.show(
+            &client.migrate_incoming(&IncomingParams {
+                listen,
+                timeout_s: timeout,
+            })?,
+            print::state,
+        ),
+        CtlCommand::MigrateStatus => out.show(&client.migration_status()?, print::migration),
         CtlCommand::Boot => act(VmAction::Boot),
         CtlCommand::Destroy => act(VmAction::Destroy),
         CtlCommand::Reset => act(VmAction::Reset),

@@ -2,10 +2,33 @@
 
 use std::fmt::Write;
 
-use oxvm_api::control::{ActionReply, Counters, VersionInfo, VmInfo};
+use oxvm_api::control::{ActionReply, Counters, MigrationStatus, VersionInfo, VmInfo};
 
 pub(crate) fn state(reply: &ActionReply) -> String {
     format!("{}\n", reply.state)
+}
+
+pub(crate) fn migration(m: &MigrationStatus) -> String {
+    let phase = serde_json::to_value(m.phase)
+        .ok()
+        .and_then(|v| v.as_str().map(str::to_string))
+        .unwrap_or_default();
+    let mut out = format!(
+        "phase {phase}, round {}, {} pages / {} MiB sent of {} pages, {} left",
+        m.iteration,
+        m.pages_sent,
+        m.bytes_sent >> 20,
+        m.total_pages,
+        m.remaining_pages
+    );
+    if let Some(d) = m.downtime_ms {
+        let _ = write!(out, ", downtime {d} ms");
+    }
+    if let Some(e) = &m.error {
+        let _ = write!(out, ", error: {e}");
+    }
+    out.push('\n');
+    out
 }
 
 pub(crate) fn version(v: &VersionInfo) -> String {

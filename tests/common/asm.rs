@@ -125,6 +125,23 @@ impl Asm {
         self.short_jump(0x75, target)
     }
 
+    /// add ebx, imm32
+    pub fn add_ebx(&mut self, v: u32) -> &mut Self {
+        self.emit(&[0x81, 0xc3]).emit(&v.to_le_bytes())
+    }
+    /// inc eax
+    pub fn inc_eax(&mut self) -> &mut Self {
+        self.emit(&[0xff, 0xc0])
+    }
+    /// cmp ebx, imm32
+    pub fn cmp_ebx(&mut self, v: u32) -> &mut Self {
+        self.emit(&[0x81, 0xfb]).emit(&v.to_le_bytes())
+    }
+    /// jb rel8 (unsigned below)
+    pub fn jb(&mut self, target: &'static str) -> &mut Self {
+        self.short_jump(0x72, target)
+    }
+
     /// Write one byte to COM1.
     pub fn putc(&mut self, c: u8) -> &mut Self {
         self.mov_dx(0x3f8).mov_al(c).out_dx_al()

@@ -10,7 +10,6 @@ pub mod kvm_state;
 mod machine;
 mod machine_state;
 mod memory;
-#[allow(dead_code)] // WIP-MIGRATION: wired up next
 mod migration;
 mod platform;
 pub mod signals;
@@ -20,3 +19,5 @@ mod vcpu;
 
 pub use control::{run, run_vm, RunOptions, VmExit};
 pub use error::VmmError;
+/// Guest memory (with its dirty bitmap), as every crate of oxvm names it.
+pub use oxvm_arch::memory::GuestMemoryMmap;

@@ -12,7 +12,6 @@ use oxvm_arch::boot::{load_payload, EntryPreference, Payload};
 use oxvm_arch::layout;
 use oxvm_arch::memory::RamLayout;
 use oxvm_devices::Bus;
-use vm_memory::GuestMemoryMmap;
 
 use crate::devices::{attach_virtio_devices, DeviceMetrics, PciBus};
 use crate::error::{kvm_err, VmmError};
@@ -23,6 +22,7 @@ use crate::memory::create_guest_memory;
 use crate::platform::{attach_platform, Platform};
 use crate::vcpu::pause::PauseControl;
 use crate::vcpu::{create_vcpu, spawn_vcpu, StartGate, VcpuGroup, VcpuSetup, VcpuShared};
+use crate::GuestMemoryMmap;
 
 /// A built, not yet running machine.
 pub struct Machine {
@@ -34,6 +34,8 @@ pub struct Machine {
     metrics: DeviceMetrics,
     /// The host's MSR list: what a saved vCPU state includes.
     msr_list: Arc<Vec<u32>>,
+    /// vCPU 0's CPUID as the guest sees it.
+    pub(crate) guest_cpuid: Vec<kvm_bindings::kvm_cpuid_entry2>,
     pub(crate) platform: Platform,
     mmio: Bus,
     /// Held so the VM (and its irqfds and slots) lives as long as the machine.
@@ -141,7 +143,14 @@ impl Machine {
         };
         let vcpus = (0..cfg.vcpus)
             .map(|i| create_vcpu(&setup, i, entry.filter(|_| i == 0)))
-            .collect::<Result<Vec<_>, _>>()?;
+            .collect::<Result<Vec<VcpuFd>, _>>()?;
+        // What the guest sees (KVM may adjust what we set): a migration's destination
+        // checks its host against it.
+        let guest_cpuid = vcpus[0]
+            .get_cpuid2(KVM_MAX_CPUID_ENTRIES)
+            .map_err(kvm_err("KVM_GET_CPUID2"))?
+            .as_slice()
+            .to_vec();
         tracing::info!(
             "built VM {}: {} vCPUs, {} MiB, entry {:?}, KVM PV features {:?}",
             cfg.name,
@@ -164,6 +173,7 @@ impl Machine {
             pci,
             metrics,
             msr_list: Arc::new(msrs),
+            guest_cpuid,
             platform,
             mmio,
             vm,
@@ -228,6 +238,29 @@ impl Machine {
     pub fn device_metrics(&self) -> &DeviceMetrics {
         &self.metrics
     }
+}
+
+/// The CPUID vCPU 0 of `cfg` gets on this host (an incoming migration checks the
+/// source's guest against it before any memory is copied).
+pub fn probe_guest_cpuid(cfg: &VmConfig) -> Result<Vec<kvm_bindings::kvm_cpuid_entry2>, VmmError> {
+    let kvm = Kvm::new().map_err(VmmError::KvmOpen)?;
+    let host = kvm
+        .get_supported_cpuid(KVM_MAX_CPUID_ENTRIES)
+        .map_err(kvm_err("KVM_GET_SUPPORTED_CPUID"))?;
+    let pv = cfg
+        .cpu
+        .kvm_pv_features
+        .resolve(oxvm_arch::cpuid::host_kvm_pv_features(&host))
+        .map_err(|reason| VmmError::Device(format!("cpu.kvm_pv_features: {reason}")))?;
+    let vm = kvm.create_vm().map_err(kvm_err("KVM_CREATE_VM"))?;
+    let vcpu = vm.create_vcpu(0).map_err(kvm_err("KVM_CREATE_VCPU"))?;
+    vcpu.set_cpuid2(&oxvm_arch::cpuid::vcpu_cpuid(&host, 0, cfg.vcpus, pv))
+        .map_err(kvm_err("KVM_SET_CPUID2"))?;
+    Ok(vcpu
+        .get_cpuid2(KVM_MAX_CPUID_ENTRIES)
+        .map_err(kvm_err("KVM_GET_CPUID2"))?
+        .as_slice()
+        .to_vec())
 }
 
 impl Drop for Machine {

@@ -8,7 +8,6 @@ use kvm_ioctls::VmFd;
 use oxvm_api::VmConfig;
 use oxvm_arch::memory::RamLayout;
 use serde::{Deserialize, Serialize};
-use vm_memory::GuestMemoryMmap;
 
 use crate::devices::DevicesState;
 use crate::error::VmmError;
@@ -17,6 +16,7 @@ use crate::machine::Machine;
 use crate::memory::{restore_guest_memory, MemoryRestore};
 use crate::vcpu::state::{check_cpuid, restore_vcpu, VcpuState};
 use crate::vcpu::VcpuGroup;
+use crate::GuestMemoryMmap;
 
 /// Everything but guest RAM. Component types refuse unknown fields, so a state an
 /// older oxvm cannot represent fully is refused rather than half applied.
@@ -41,7 +41,6 @@ pub enum MemorySource<'a> {
     File(&'a Path, MemoryRestore),
     /// Memory already filled by the caller (an incoming migration), to be registered
     /// with the new VM.
-    #[allow(dead_code)] // WIP-MIGRATION: the receiver builds from it next
     Filled(GuestMemoryMmap),
 }
 

@@ -6,10 +6,15 @@ use std::path::Path;
 use kvm_bindings::kvm_userspace_memory_region;
 use kvm_ioctls::VmFd;
 use oxvm_arch::memory::RamLayout;
-use vm_memory::{GuestMemoryBackend, GuestMemoryMmap, GuestMemoryRegion};
+use vm_memory::{GuestMemoryBackend, GuestMemoryRegion};
 
 use crate::error::{kvm_err, VmmError};
 use crate::snapshot::{copy_memory_file, map_memory_file};
+use crate::GuestMemoryMmap;
+
+// arch and devices each name guest memory (devices does not depend on arch); memory
+// crosses between them, so they must stay one type (with the same dirty bitmap).
+const _: fn(GuestMemoryMmap) -> oxvm_devices::virtio::GuestMemoryMmap = |m| m;
 
 pub fn create_guest_memory(vm: &VmFd, ram: &RamLayout) -> Result<GuestMemoryMmap, VmmError> {
     let mib = (ram.low_size + ram.high_size) >> 20;
@@ -84,7 +89,6 @@ pub fn register_guest_memory(
 
 /// Turn KVM's dirty-page logging on or off for every slot (live migration).
 /// Re-registering a slot with other flags keeps its contents and mapping.
-#[allow(dead_code)] // WIP-MIGRATION: the sender uses it next
 pub fn set_dirty_logging(vm: &VmFd, mem: &GuestMemoryMmap, on: bool) -> Result<(), VmmError> {
     let flags = if on {
         kvm_bindings::KVM_MEM_LOG_DIRTY_PAGES

@@ -14,7 +14,8 @@ use serde::Serialize;
 pub use http::RawResponse;
 
 use crate::control::{
-    ActionReply, ApiError, Counters, RestoreParams, SaveParams, VersionInfo, VmAction, VmInfo,
+    ActionReply, ApiError, Counters, IncomingParams, MigrateParams, MigrationStatus, RestoreParams,
+    SaveParams, VersionInfo, VmAction, VmInfo,
 };
 use crate::VmConfig;
 
@@ -106,6 +107,30 @@ impl Client {
     /// `POST /v1/vm/restore` (into an empty `oxvm serve` process).
     pub fn restore(&self, params: &RestoreParams) -> Result<ActionReply, ClientError> {
         self.call("POST", "/v1/vm/restore", Some(&self.encode(params)?))
+    }
+
+    /// `GET /v1/vm/migration`.
+    pub fn migration_status(&self) -> Result<MigrationStatus, ClientError> {
+        self.call("GET", "/v1/vm/migration", None)
+    }
+
+    /// `POST /v1/vm/migration`: start sending this VM.
+    pub fn migrate(&self, params: &MigrateParams) -> Result<ActionReply, ClientError> {
+        self.call("POST", "/v1/vm/migration", Some(&self.encode(params)?))
+    }
+
+    /// `POST /v1/vm/migration` with `wait`: the answer is the final status.
+    pub fn migrate_and_wait(&self, params: &MigrateParams) -> Result<MigrationStatus, ClientError> {
+        self.call("POST", "/v1/vm/migration", Some(&self.encode(params)?))
+    }
+
+    /// `POST /v1/vm/migration/incoming`: listen for a migrating VM.
+    pub fn migrate_incoming(&self, params: &IncomingParams) -> Result<ActionReply, ClientError> {
+        self.call(
+            "POST",
+            "/v1/vm/migration/incoming",
+            Some(&self.encode(params)?),
+        )
     }
 
     /// `POST /v1/vm/actions/<name>`, with the shutdown parameters as body for

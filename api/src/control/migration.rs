@@ -15,6 +15,10 @@ pub struct MigrateParams {
     /// than the link would otherwise never converge).
     #[serde(default = "default_max_iterations")]
     pub max_iterations: u32,
+    /// Answer only when the migration is over, with its final status (200), or with
+    /// the error; otherwise answer at once (202) and report through GET.
+    #[serde(default)]
+    pub wait: bool,
 }
 
 fn default_downtime_ms() -> u64 {

@@ -155,7 +155,12 @@ pub(crate) fn parse(route: &Route, body: &[u8], base: &Path) -> Result<Parsed, A
         Target::Save => Parsed::Call(ApiRequest::Save(json_body(body, "save")?), 200),
         Target::Restore => Parsed::Call(ApiRequest::Restore(json_body(body, "restore")?), 201),
         Target::MigrationStatus => Parsed::Call(ApiRequest::MigrationStatus, 200),
-        Target::Migrate => Parsed::Call(ApiRequest::Migrate(json_body(body, "migration")?), 202),
+        Target::Migrate => {
+            let p: crate::control::MigrateParams = json_body(body, "migration")?;
+            // With `wait` the answer is the final status: the migration is done.
+            let status = if p.wait { 200 } else { 202 };
+            Parsed::Call(ApiRequest::Migrate(p), status)
+        }
         Target::Incoming => Parsed::Call(
             ApiRequest::Incoming(json_body(body, "incoming migration")?),
             202,

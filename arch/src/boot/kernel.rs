@@ -8,11 +8,11 @@ use linux_loader::loader::bootparam::setup_header;
 use linux_loader::loader::{
     load_cmdline, BzImage, Cmdline, Elf, KernelLoader, KernelLoaderResult, PvhBootCapability,
 };
-use vm_memory::{Bytes, GuestAddress, GuestMemoryMmap};
+use vm_memory::{Bytes, GuestAddress};
 
 use super::InitrdPlacement;
 use crate::layout::{CMDLINE_MAX_SIZE, CMDLINE_START, HIMEM_START};
-use crate::memory::RamLayout;
+use crate::memory::{GuestMemoryMmap, RamLayout};
 use crate::ArchError;
 
 /// Offset of `startup_64` from the start of a bzImage's protected-mode code.

@@ -11,9 +11,7 @@ mod zero_page;
 
 use std::path::PathBuf;
 
-use vm_memory::GuestMemoryMmap;
-
-use crate::memory::RamLayout;
+use crate::memory::{GuestMemoryMmap, RamLayout};
 use crate::regs::EntryMode;
 use crate::ArchError;
 

@@ -3,11 +3,11 @@
 use linux_loader::loader::elf::start_info::{
     hvm_memmap_table_entry, hvm_modlist_entry, hvm_start_info,
 };
-use vm_memory::{Bytes, GuestAddress, GuestMemoryMmap};
+use vm_memory::{Bytes, GuestAddress};
 
 use super::InitrdPlacement;
 use crate::layout::{CMDLINE_START, PVH_INFO_START};
-use crate::memory::RamLayout;
+use crate::memory::{GuestMemoryMmap, RamLayout};
 use crate::ArchError;
 
 const XEN_HVM_START_MAGIC: u32 = 0x336e_c578;

@@ -1,12 +1,12 @@
 //! The Linux zero page (`struct boot_params`) for the 64-bit entry.
 
 use linux_loader::loader::bootparam::{boot_e820_entry, boot_params, setup_header};
-use vm_memory::{Bytes, GuestAddress, GuestMemoryMmap};
+use vm_memory::{Bytes, GuestAddress};
 
 use super::kernel::LoadedKernel;
 use super::InitrdPlacement;
 use crate::layout::{CMDLINE_START, ZERO_PAGE_START};
-use crate::memory::RamLayout;
+use crate::memory::{GuestMemoryMmap, RamLayout};
 use crate::ArchError;
 
 const BOOT_FLAG: u16 = 0xaa55;

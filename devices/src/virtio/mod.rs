@@ -19,8 +19,10 @@ pub use net::VirtioNet;
 pub use scsi::VirtioScsi;
 pub use state::VirtioDeviceState;
 
-/// Guest memory as devices see it.
-pub type GuestMemoryMmap = vm_memory::GuestMemoryMmap<()>;
+/// Guest memory as devices see it: the same type as `oxvm_arch::memory::GuestMemoryMmap`
+/// (devices does not depend on arch; vmm checks at compile time that the two agree).
+/// The bitmap records every write a device makes through vm-memory, for live migration.
+pub type GuestMemoryMmap = vm_memory::GuestMemoryMmap<vm_memory::bitmap::AtomicBitmap>;
 
 /// Device type IDs (virtio 1.x §5).
 pub const TYPE_NET: u32 = 1;

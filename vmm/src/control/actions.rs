@@ -41,6 +41,12 @@ impl Lifecycle {
 
     pub(super) fn api_action(&mut self, action: VmAction) -> Result<ApiReply, ApiError> {
         self.state.check(&action)?;
+        if self.migration_active() && action != VmAction::Destroy {
+            return Err(ApiError::conflict(format!(
+                "cannot {} during a live migration (destroy cancels it)",
+                action.name()
+            )));
+        }
         tracing::info!("API: {}", action.name());
         match action {
             VmAction::Boot => self.boot().map_err(|e| ApiError::internal(e.to_string()))?,

@@ -11,6 +11,7 @@ use oxvm_api::{ApiError, ApiReply, ApiRequest, OnReboot, VmConfig, VmState};
 use vmm_sys_util::timerfd::TimerFd;
 
 use super::counters::CounterTotals;
+use super::migrate::{Migration, MigrationLink};
 use super::VmExit;
 use crate::cgroup::CgroupGuard;
 use crate::error::VmmError;
@@ -48,12 +49,20 @@ pub struct Lifecycle {
     pub(super) last_error: Option<String>,
     pub(super) pending: Option<PendingShutdown>,
     pub(super) totals: CounterTotals,
+    /// A live migration this process sends or receives.
+    pub(super) migration: Option<Migration>,
+    pub(super) migration_link: MigrationLink,
     /// Set when the VM has stopped: how the process ends.
     exit: Option<Result<VmExit, VmmError>>,
 }
 
 impl Lifecycle {
-    pub fn new(kvm: Kvm, events: VmEvents, timer: Arc<Mutex<TimerFd>>) -> Self {
+    pub fn new(
+        kvm: Kvm,
+        events: VmEvents,
+        timer: Arc<Mutex<TimerFd>>,
+        migration_link: MigrationLink,
+    ) -> Self {
         Lifecycle {
             kvm,
             events,
@@ -69,6 +78,8 @@ impl Lifecycle {
             last_error: None,
             pending: None,
             totals: CounterTotals::default(),
+            migration: None,
+            migration_link,
             exit: None,
         }
     }
@@ -279,7 +290,9 @@ impl Lifecycle {
     /// SIGTERM/SIGINT: graceful shutdown with the VM file's timeout; the process ends
     /// either way. A second one, or SIGHUP, stops at once.
     pub fn on_signal(&mut self, signo: i32) {
+        // During a migration the guest belongs to no one yet: stop at once.
         let graceful = signo != libc::SIGHUP
+            && !self.migration_active()
             && self.pending.is_none()
             && matches!(self.state, VmState::Running | VmState::Paused);
         if !graceful {
@@ -360,9 +373,11 @@ impl Lifecycle {
             ApiRequest::Action(a) => self.api_action(a),
             ApiRequest::Save(p) => self.api_save(p),
             ApiRequest::Restore(p) => self.api_restore(p),
-            ApiRequest::MigrationStatus | ApiRequest::Migrate(_) | ApiRequest::Incoming(_) => Err(
-                ApiError::not_implemented("migration: not wired yet (WIP-MIGRATION)"),
-            ),
+            ApiRequest::MigrationStatus => {
+                Ok(ApiReply::Migration(Box::new(self.migration_status())))
+            }
+            ApiRequest::Migrate(p) => self.api_migrate(p, None),
+            ApiRequest::Incoming(p) => self.api_incoming(p),
         }
     }
 }

@@ -7,6 +7,7 @@ mod actions;
 mod bridge;
 mod counters;
 mod lifecycle;
+mod migrate;
 mod persist;
 mod watcher;
 
@@ -36,6 +37,8 @@ pub enum VmExit {
     Destroyed,
     /// Saved with `stop` (the state is on disk; `oxvm restore` continues it).
     Saved,
+    /// Migrated: the destination runs the guest now.
+    Migrated,
     /// A stop signal ended the VM without the guest powering off (its number).
     Signal(i32),
 }
@@ -76,17 +79,21 @@ pub fn run(opts: RunOptions) -> Result<VmExit, VmmError> {
         Arc::new(Mutex::new(TimerFd::new().map_err(|e| {
             VmmError::Io(std::io::Error::from_raw_os_error(e.errno()))
         })?));
+    let (migration_tx, migration_rx) = std::sync::mpsc::channel();
+    let migration_wake = vmm_sys_util::eventfd::EventFd::new(vmm_sys_util::eventfd::EFD_NONBLOCK)?;
+    let link = migrate::MigrationLink::new(migration_tx, migration_wake.try_clone()?);
     let watcher = Arc::new(Mutex::new(Watcher::new(
         events.try_clone()?,
         signal_fd,
         api_wake,
+        migration_wake,
         timer.clone(),
     )));
     let mut manager = EventManager::<Arc<Mutex<Watcher>>>::new()
         .map_err(|e| VmmError::Device(format!("event loop: {e:?}")))?;
     manager.add_subscriber(watcher.clone());
 
-    let mut life = Lifecycle::new(kvm, events, timer);
+    let mut life = Lifecycle::new(kvm, events, timer, link);
     let socket = opts
         .api_socket
         .clone()
@@ -122,7 +129,7 @@ pub fn run(opts: RunOptions) -> Result<VmExit, VmmError> {
                 // Raised by a machine this batch already tore down.
                 continue;
             }
-            dispatch(&mut life, event, &api_rx);
+            dispatch(&mut life, event, &api_rx, &migration_rx);
             if life.state() == VmState::Stopped {
                 break;
             }
@@ -143,6 +150,7 @@ fn dispatch(
     life: &mut Lifecycle,
     event: ControlEvent,
     api_rx: &std::sync::mpsc::Receiver<bridge::Envelope>,
+    migration_rx: &std::sync::mpsc::Receiver<migrate::MigrationMsg>,
 ) {
     match event {
         ControlEvent::PowerOff => life.on_power_off(),
@@ -152,11 +160,25 @@ fn dispatch(
         ControlEvent::Dump => life.on_dump_request(),
         ControlEvent::ShutdownTimeout => life.on_shutdown_timeout(),
         ControlEvent::Api => answer_api(life, api_rx),
+        ControlEvent::Migration => {
+            while let Ok(msg) = migration_rx.try_recv() {
+                life.on_migration(msg);
+            }
+        }
     }
 }
 
 fn answer_api(life: &mut Lifecycle, api_rx: &std::sync::mpsc::Receiver<bridge::Envelope>) {
     while let Ok((request, reply)) = api_rx.try_recv() {
+        if let oxvm_api::ApiRequest::Migrate(p) = &request {
+            if p.wait {
+                // Answered when the migration ends (see `Lifecycle::on_migration`).
+                if let Err(e) = life.api_migrate(p.clone(), Some(reply.clone())) {
+                    let _ = reply.send(Err(e));
+                }
+                continue;
+            }
+        }
         // The client may have gone; its answer is then simply dropped.
         let _ = reply.send(life.handle_api(request));
     }

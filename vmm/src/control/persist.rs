@@ -64,6 +64,9 @@ impl Lifecycle {
                 self.state
             )));
         }
+        if self.migration_active() {
+            return Err(ApiError::conflict("cannot save during a live migration"));
+        }
         check_save_dir(&p.dir)?;
         let started = Instant::now();
         let was_running = self.state == VmState::Running;

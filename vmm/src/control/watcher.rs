@@ -28,6 +28,8 @@ pub enum ControlEvent {
     Api,
     /// The graceful-shutdown timer expired.
     ShutdownTimeout,
+    /// A migration thread has news.
+    Migration,
 }
 
 impl ControlEvent {
@@ -44,6 +46,7 @@ pub struct Watcher {
     events: VmEvents,
     signal_fd: OwnedFd,
     api_wake: EventFd,
+    migration_wake: EventFd,
     timer: Arc<Mutex<TimerFd>>,
     pending: Vec<ControlEvent>,
 }
@@ -53,12 +56,14 @@ impl Watcher {
         events: VmEvents,
         signal_fd: OwnedFd,
         api_wake: EventFd,
+        migration_wake: EventFd,
         timer: Arc<Mutex<TimerFd>>,
     ) -> Self {
         Watcher {
             events,
             signal_fd,
             api_wake,
+            migration_wake,
             timer,
             pending: Vec::new(),
         }
@@ -69,8 +74,9 @@ impl Watcher {
         std::mem::take(&mut self.pending)
     }
 
-    fn fds(&self) -> [i32; 6] {
+    fn fds(&self) -> [i32; 7] {
         [
+            self.migration_wake.as_raw_fd(),
             self.events.power_off.as_raw_fd(),
             self.events.reset.as_raw_fd(),
             self.events.error.as_raw_fd(),
@@ -109,6 +115,9 @@ impl MutEventSubscriber for Watcher {
         } else if fd == self.api_wake.as_raw_fd() {
             let _ = self.api_wake.read();
             ControlEvent::Api
+        } else if fd == self.migration_wake.as_raw_fd() {
+            let _ = self.migration_wake.read();
+            ControlEvent::Migration
         } else if fd == self.signal_fd.as_raw_fd() {
             match signals::read_signal(fd) {
                 Some(signals::DUMP_SIGNAL) => ControlEvent::Dump,

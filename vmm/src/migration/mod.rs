@@ -1,7 +1,11 @@
 //! Live migration between two oxvm processes: pre-copy of guest memory with dirty
 //! tracking, then a short stop-and-copy of the last pages and the machine state.
 
+pub mod dirty;
+pub mod pages;
 pub mod protocol;
+pub mod receiver;
+pub mod sender;
 pub mod transport;
 
 /// Why a migration failed (on either side). The source keeps running either way.

@@ -47,8 +47,6 @@ impl std::fmt::Display for Address {
 /// A connected byte stream of either kind.
 pub trait Stream: Read + Write + Send {
     fn set_timeout(&self, t: Option<Duration>) -> std::io::Result<()>;
-    /// Cut the connection (both directions), e.g. to give up on a peer.
-    fn shutdown(&self);
 }
 
 impl Stream for TcpStream {
@@ -56,18 +54,12 @@ impl Stream for TcpStream {
         self.set_read_timeout(t)?;
         self.set_write_timeout(t)
     }
-    fn shutdown(&self) {
-        let _ = TcpStream::shutdown(self, std::net::Shutdown::Both);
-    }
 }
 
 impl Stream for UnixStream {
     fn set_timeout(&self, t: Option<Duration>) -> std::io::Result<()> {
         self.set_read_timeout(t)?;
         self.set_write_timeout(t)
-    }
-    fn shutdown(&self) {
-        let _ = UnixStream::shutdown(self, std::net::Shutdown::Both);
     }
 }
 
@@ -107,14 +99,27 @@ impl Listener {
         })
     }
 
+    pub fn set_nonblocking(&self, on: bool) -> std::io::Result<()> {
+        match self {
+            Listener::Tcp(l) => l.set_nonblocking(on),
+            Listener::Unix(l, _) => l.set_nonblocking(on),
+        }
+    }
+
+    /// Accept one connection; the stream itself is blocking.
     pub fn accept(&self) -> std::io::Result<Box<dyn Stream>> {
         Ok(match self {
             Listener::Tcp(l) => {
                 let (s, _) = l.accept()?;
+                s.set_nonblocking(false)?;
                 let _ = s.set_nodelay(true);
                 Box::new(s)
             }
-            Listener::Unix(l, _) => Box::new(l.accept()?.0),
+            Listener::Unix(l, _) => {
+                let (s, _) = l.accept()?;
+                s.set_nonblocking(false)?;
+                Box::new(s)
+            }
         })
     }
 }

@@ -10,14 +10,14 @@ use std::os::unix::fs::FileExt;
 use std::path::Path;
 use std::sync::Arc;
 
-use vm_memory::mmap::MmapRegionBuilder;
-use vm_memory::{
-    Bytes, FileOffset, GuestAddress, GuestMemoryBackend, GuestMemoryMmap, GuestMemoryRegion,
-    GuestRegionMmap,
-};
+use oxvm_arch::memory::GuestRegionMmap;
+use vm_memory::bitmap::AtomicBitmap;
+use vm_memory::mmap::{MmapRegionBuilder, NewBitmap};
+use vm_memory::{Bytes, FileOffset, GuestAddress, GuestMemoryBackend, GuestMemoryRegion};
 
 use super::durable::replace_file;
 use super::error::SnapshotError;
+use crate::GuestMemoryMmap;
 
 /// The granule of the memory file: a page either holds data or is a hole.
 pub const PAGE_SIZE: u64 = 4096;
@@ -217,7 +217,9 @@ pub fn map_memory_file(
     };
     let mut mapped = Vec::with_capacity(regions.len());
     for &(start, size) in regions {
-        let region = MmapRegionBuilder::new_with_bitmap(size, ())
+        // The same dirty bitmap `GuestMemoryMmap::from_ranges` gives anonymous memory,
+        // so a restored VM can be live-migrated too.
+        let region = MmapRegionBuilder::new_with_bitmap(size, AtomicBitmap::with_len(size))
             .with_file_offset(FileOffset::from_arc(Arc::clone(&file), start.0))
             .with_mmap_prot(libc::PROT_READ | libc::PROT_WRITE)
             .with_mmap_flags(libc::MAP_NORESERVE | libc::MAP_PRIVATE)

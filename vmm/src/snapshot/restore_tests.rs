@@ -12,6 +12,7 @@ use vm_memory::{Bytes, GuestAddress, GuestMemoryBackend};
 use super::test_dir::TestDir;
 use super::{save_memory, MemoryStats};
 use crate::memory::{load_guest_memory, restore_guest_memory, MemoryRestore};
+use crate::migration::dirty::take_bitmap_dirty;
 
 const MIB: u64 = 1 << 20;
 
@@ -61,7 +62,7 @@ fn restore_registers_kvm_slots_in_both_modes() {
     let dir = TestDir::new("restore-kvm");
     let path = dir.join("memory.raw");
     let ram = RamLayout::new(16 * MIB);
-    let saved = vm_memory::GuestMemoryMmap::from_ranges(&ram.regions()).unwrap();
+    let saved = crate::GuestMemoryMmap::from_ranges(&ram.regions()).unwrap();
     saved
         .write_slice(b"saved guest", GuestAddress(0x10_0000))
         .unwrap();
@@ -106,5 +107,24 @@ fn restore_refuses_a_file_for_another_memory_size() {
         &(16 * MIB).to_string(),
     ] {
         assert!(msg.contains(part), "`{part}` missing from: {msg}");
+    }
+}
+
+#[test]
+fn restored_memory_tracks_device_writes_in_both_modes() {
+    // A restored VM can be live-migrated too: the private file mapping carries the same
+    // dirty bitmap as anonymous memory.
+    let dir = TestDir::new("restore-dirty");
+    let path = dir.join("memory.raw");
+    let file = File::create(&path).unwrap();
+    file.set_len(16 * MIB).unwrap();
+    file.write_all_at(b"data", 0x20_0000).unwrap();
+    drop(file);
+    for mode in [MemoryRestore::Lazy, MemoryRestore::Copy] {
+        let mem = load_guest_memory(&RamLayout::new(16 * MIB), &path, mode).unwrap();
+        // A copy marks what it filled; a migration's first round sends every page anyway.
+        take_bitmap_dirty(&mem);
+        mem.write_obj(1u8, GuestAddress(0x7008)).unwrap();
+        assert_eq!(take_bitmap_dirty(&mem), [0x7000], "{mode:?}");
     }
 }

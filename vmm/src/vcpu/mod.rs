@@ -16,11 +16,11 @@ use kvm_bindings::CpuId;
 use kvm_ioctls::{VcpuFd, VmFd};
 use oxvm_arch::regs::EntryMode;
 use oxvm_devices::Bus;
-use vm_memory::GuestMemoryMmap;
 use vmm_sys_util::signal::Killable;
 
 use crate::error::{kvm_err, VmmError};
 use crate::events::VmEvents;
+use crate::GuestMemoryMmap;
 use counters::ExitCounters;
 use exit::ExitAction;
 pub use group::VcpuGroup;

@@ -10,6 +10,10 @@
 //!   returned. Should both fail, the mappings are leaked rather than unmapped under the
 //!   kernel's feet.
 //!
+//! The kernel writes a read's data through raw iovecs, which vm-memory's dirty bitmap
+//! cannot see: `reap` marks a read's guest pieces dirty once its event arrives (after
+//! the kernel wrote them), so live migration resends those pages.
+//!
 //! Requests are bounded by the depth given at creation: `submit` refuses more, so the
 //! caller (the virtio-blk worker) never has more in flight than its queue can hold.
 
@@ -19,6 +23,7 @@ use std::os::fd::AsRawFd;
 use std::sync::Arc;
 use std::time::Duration;
 
+use vm_memory::bitmap::Bitmap;
 use vm_memory::{GuestAddress, GuestMemoryBackend, GuestMemoryError};
 use vmm_sys_util::eventfd::EventFd;
 
@@ -74,6 +79,9 @@ pub struct Completion<T> {
 /// A request in flight: the iovec array the kernel was given, and the caller's data.
 struct Slot<T> {
     iovecs: Vec<IoVec>,
+    /// For a read, the guest pieces the kernel writes into (marked dirty when it is
+    /// done); empty for a write.
+    written: Vec<(GuestAddress, u32)>,
     op: Op,
     len: u64,
     user: T,
@@ -157,8 +165,13 @@ impl<T> AioContext<T> {
             Err(reason) => return refuse(reason, user),
         };
         let len = iovecs.iter().map(|v| v.len as u64).sum();
+        let written = match op {
+            Op::Read => segs.to_vec(),
+            Op::Write => Vec::new(),
+        };
         let slot = self.slots[index].insert(Slot {
             iovecs,
+            written,
             op,
             len,
             user,
@@ -259,6 +272,8 @@ impl<T> AioContext<T> {
                 continue;
             };
             self.free.push(index);
+            // Even a failed read may have written part of its buffers.
+            mark_dirty(&self.mem, &slot.written);
             let result = if ev.res < 0 {
                 Err(io::Error::from_raw_os_error((-ev.res) as i32))
             } else {
@@ -273,6 +288,17 @@ impl<T> AioContext<T> {
             added += 1;
         }
         Ok(added)
+    }
+}
+
+/// Record in `mem`'s dirty bitmap that the kernel wrote the guest pieces `segs`.
+fn mark_dirty(mem: &GuestMemoryMmap, segs: &[(GuestAddress, u32)]) {
+    for &(addr, len) in segs {
+        // Each piece was translated when the request was submitted, and `mem`'s
+        // regions never change, so none fails here.
+        for slice in mem.get_slices(addr, len as usize).flatten() {
+            slice.bitmap().mark_dirty(0, slice.len());
+        }
     }
 }
 

@@ -1,7 +1,7 @@
 use std::fs::OpenOptions;
 use std::os::unix::fs::MetadataExt;
 
-use vm_memory::{Bytes, GuestAddress, GuestMemoryBackend, GuestMemoryMmap, GuestMemoryRegion};
+use vm_memory::{Bytes, GuestAddress, GuestMemoryBackend, GuestMemoryRegion};
 
 use super::*;
 use crate::snapshot::test_dir::TestDir;

@@ -148,7 +148,7 @@ fn discard_and_write_zeroes() {
 /// Serve `descs` on a fresh patterned disk and expect `status` at STATUS, the disk
 /// unchanged and no panic.
 fn expect_status(
-    mem: &vm_memory::GuestMemoryMmap<()>,
+    mem: &crate::virtio::GuestMemoryMmap,
     descs: &[virtio_queue::desc::RawDescriptor],
     status: u8,
 ) {

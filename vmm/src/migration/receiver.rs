@@ -1,0 +1,174 @@
+//! The destination side, on its own thread (`migrate-recv`): accept one source, check
+//! its hello, fill fresh guest memory with the pages it sends, and hand the machine
+//! state to the control loop, which builds and starts the VM.
+
+use std::sync::{mpsc, Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use oxvm_api::control::{MigrationPhase, MigrationStatus};
+use oxvm_api::VmConfig;
+use oxvm_arch::memory::RamLayout;
+use oxvm_devices::virtio::GuestMemoryMmap;
+
+use super::pages::{store_pages, store_zero_pages};
+use super::protocol::{
+    check_hello, parse_json, read_frame, split_pages, split_zero_pages, write_json, Hello, Reason,
+    Tag,
+};
+use super::transport::{Listener, Stream};
+use super::MigrationError;
+
+/// What the receiver hands the control loop once all memory and the state are in.
+pub struct Incoming {
+    pub config: VmConfig,
+    pub memory: GuestMemoryMmap,
+    /// The encoded machine state (the snapshot container, kind `migration`).
+    pub state: Vec<u8>,
+    /// Answer: `Ok` once the VM runs here.
+    pub started: mpsc::SyncSender<Result<(), String>>,
+}
+
+pub enum FromReceiver {
+    Ready(Box<Incoming>),
+    /// The incoming migration failed; this process has nothing to run.
+    Failed(MigrationError),
+}
+
+/// Computes the CPUID a vCPU of this host gets for a config.
+pub type CpuidProbe =
+    Box<dyn Fn(&VmConfig) -> Result<Vec<kvm_bindings::kvm_cpuid_entry2>, String> + Send>;
+
+pub struct ReceiveJob {
+    pub listener: Listener,
+    pub accept_timeout: Duration,
+    /// The CPUID a vCPU of this host gets for a config (for the hello check).
+    pub host_cpuid: CpuidProbe,
+    pub status: Arc<Mutex<MigrationStatus>>,
+    pub notify: Box<dyn Fn(FromReceiver) + Send>,
+}
+
+fn update(status: &Mutex<MigrationStatus>, f: impl FnOnce(&mut MigrationStatus)) {
+    f(&mut status.lock().unwrap_or_else(|e| e.into_inner()));
+}
+
+pub fn run(job: ReceiveJob) {
+    if let Err(e) = receive(&job) {
+        update(&job.status, |s| {
+            s.phase = MigrationPhase::Failed;
+            s.error = Some(e.to_string());
+        });
+        (job.notify)(FromReceiver::Failed(e));
+    }
+}
+
+fn accept(job: &ReceiveJob) -> Result<Box<dyn Stream>, MigrationError> {
+    let deadline = Instant::now() + job.accept_timeout;
+    job.listener
+        .set_nonblocking(true)
+        .map_err(|source| MigrationError::Io {
+            what: "listening".into(),
+            source,
+        })?;
+    loop {
+        match job.listener.accept() {
+            Ok(s) => return Ok(s),
+            Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => {
+                if Instant::now() >= deadline {
+                    return Err(MigrationError::Protocol(format!(
+                        "no source connected within {} s",
+                        job.accept_timeout.as_secs()
+                    )));
+                }
+                // Waiting for a peer with a deadline: std has no accept timeout.
+                std::thread::sleep(Duration::from_millis(50));
+            }
+            Err(source) => {
+                return Err(MigrationError::Io {
+                    what: "accepting".into(),
+                    source,
+                })
+            }
+        }
+    }
+}
+
+fn refuse(stream: &mut dyn Stream, reason: String) -> MigrationError {
+    let _ = write_json(
+        stream,
+        Tag::Refuse,
+        &Reason {
+            reason: reason.clone(),
+        },
+    );
+    MigrationError::Refused(reason)
+}
+
+fn receive(job: &ReceiveJob) -> Result<(), MigrationError> {
+    let mut stream = accept(job)?;
+    // A source that stops sending must not hold this process forever.
+    let _ = stream.set_timeout(Some(Duration::from_secs(60)));
+    let hello: Hello = match read_frame(&mut *stream)? {
+        (Tag::Hello, p) => parse_json(&p, "hello")?,
+        (t, _) => {
+            return Err(MigrationError::Protocol(format!(
+                "expected hello, got {t:?}"
+            )))
+        }
+    };
+    if let Err(reason) = check_hello(&hello) {
+        return Err(refuse(&mut *stream, reason));
+    }
+    if let Err(e) = hello.config.validate() {
+        return Err(refuse(&mut *stream, format!("the VM config: {e}")));
+    }
+    let here = (job.host_cpuid)(&hello.config).map_err(MigrationError::Vmm)?;
+    if let Err(reason) = crate::vcpu::state::check_cpuid(&hello.cpuid, &here) {
+        return Err(refuse(&mut *stream, reason));
+    }
+    let ram = RamLayout::new(hello.config.memory_mib << 20);
+    let memory = GuestMemoryMmap::from_ranges(&ram.regions())
+        .map_err(|e| MigrationError::Vmm(format!("guest memory: {e}")))?;
+    write_json(&mut *stream, Tag::Accept, &serde_json::json!({}))?;
+    update(&job.status, |s| s.phase = MigrationPhase::Precopy);
+
+    let state = loop {
+        match read_frame(&mut *stream)? {
+            (Tag::Pages, p) => {
+                let pages = split_pages(&p)?;
+                store_pages(&memory, &pages)?;
+                update(&job.status, |s| {
+                    s.pages_sent += pages.len() as u64;
+                    s.bytes_sent += p.len() as u64;
+                });
+            }
+            (Tag::ZeroPages, p) => store_zero_pages(&memory, &split_zero_pages(&p)?)?,
+            (Tag::State, p) => break p,
+            (t, _) => return Err(MigrationError::Protocol(format!("unexpected {t:?}"))),
+        }
+    };
+    update(&job.status, |s| s.phase = MigrationPhase::StopAndCopy);
+    let (tx, rx) = mpsc::sync_channel(1);
+    (job.notify)(FromReceiver::Ready(Box::new(Incoming {
+        config: hello.config,
+        memory,
+        state,
+        started: tx,
+    })));
+    match rx.recv() {
+        Ok(Ok(())) => {
+            update(&job.status, |s| s.phase = MigrationPhase::Completed);
+            write_json(&mut *stream, Tag::Done, &serde_json::json!({}))
+        }
+        Ok(Err(reason)) => {
+            let _ = write_json(
+                &mut *stream,
+                Tag::Failed,
+                &Reason {
+                    reason: reason.clone(),
+                },
+            );
+            Err(MigrationError::Vmm(reason))
+        }
+        Err(_) => Err(MigrationError::Vmm("the control loop went away".into())),
+    }
+}
