@@ -20,6 +20,17 @@
  *   OXVM-SELFTEST done                           (after the last check)
  *   OXVM-SELFTEST power-button pressed           (KEY_POWER seen, see below)
  *
+ * A check may also print marker lines for host-side measurements, before
+ * its result line; they start with "OXVM-MARK <check> " and are never
+ * results (the blkbench check, oxvm_selftest_bench.c, marks the start and
+ * the end of its write phase so the host can sample its own CPU times):
+ *
+ *   OXVM-MARK <check> <event> [<key>=<value> ...]
+ *
+ * A check name may appear several times in oxvm.selftest=; it runs (and
+ * reports) each time. blkbench takes its next job from oxvm.blkbench= on
+ * each run.
+ *
  * After "done" the kernel powers off with kernel_power_off(). If that
  * returns (no power-off method), it restarts instead (emergency_restart(),
  * which with reboot=k resets through the keyboard controller).
@@ -130,6 +141,7 @@ static const struct oxvm_check oxvm_checks[] __initconst = {
 	{ "blk", oxvm_check_blk, 0 },
 	{ "scsi", oxvm_check_scsi, 0 },
 	{ "net", oxvm_check_net, 0 },
+	{ "blkbench", oxvm_check_blkbench, 0 },
 	{ "idle", oxvm_check_idle, OXVM_CHECK_IDLE },
 };
 

@@ -13,6 +13,7 @@
 int __init oxvm_check_blk(char *details, size_t len);
 int __init oxvm_check_scsi(char *details, size_t len);
 int __init oxvm_check_net(char *details, size_t len);
+int __init oxvm_check_blkbench(char *details, size_t len);
 
 /* Value of oxvm.net= ("<host-ipv4>:<udp-port>"), or NULL. */
 extern const char *oxvm_net_target;

@@ -141,6 +141,12 @@ enum CtlCommand {
         /// Give up (the process exits) if no source connects in time.
         #[arg(long, value_name = "S", default_value_t = 600)]
         timeout: u64,
+        /// This host's file for a disk: ID=PATH (repeatable).
+        #[arg(long = "disk", value_name = "ID=PATH", value_parser = parse_override)]
+        disks: Vec<(String, String)>,
+        /// This host's tap for a NIC: ID=NAME (repeatable).
+        #[arg(long = "tap", value_name = "ID=NAME", value_parser = parse_override)]
+        taps: Vec<(String, String)>,
     },
     /// The migration's progress.
     MigrateStatus,
@@ -316,10 +322,17 @@ fn execute(client: &Client, command: CtlCommand, json: bool) -> Result<(), Failu
             let status = migrate::run(client, &params, !json)?;
             out.show(&status, print::migration)
         }
-        CtlCommand::MigrateIncoming { listen, timeout } => out.show(
+        CtlCommand::MigrateIncoming {
+            listen,
+            timeout,
+            disks,
+            taps,
+        } => out.show(
             &client.migrate_incoming(&IncomingParams {
                 listen,
                 timeout_s: timeout,
+                disks: disks.into_iter().map(|(k, v)| (k, v.into())).collect(),
+                taps: taps.into_iter().collect(),
             })?,
             print::state,
         ),

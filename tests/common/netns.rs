@@ -21,15 +21,20 @@ pub struct NetNs {
 }
 
 impl NetNs {
-    /// A namespace `name` holding tap `tap` with `host_ip`/24, up.
-    pub fn with_tap(name: &str, tap: &str, host_ip: &str) -> NetNs {
+    /// A fresh namespace `name` (a leftover of an earlier run is removed) with `lo` up.
+    fn empty(name: &str) -> NetNs {
         let _ = Command::new("ip").args(["netns", "del", name]).output();
         ip(&["netns", "add", name]);
-        let ns = NetNs {
+        ip(&["-n", name, "link", "set", "lo", "up"]);
+        NetNs {
             name: name.to_string(),
             echo: None,
-        };
-        ip(&["-n", name, "link", "set", "lo", "up"]);
+        }
+    }
+
+    /// A namespace `name` holding tap `tap` with `host_ip`/24, up.
+    pub fn with_tap(name: &str, tap: &str, host_ip: &str) -> NetNs {
+        let ns = NetNs::empty(name);
         ip(&[
             "-n", name, "tuntap", "add", "dev", tap, "mode", "tap", "vnet_hdr",
         ]);
@@ -43,6 +48,32 @@ impl NetNs {
             tap,
         ]);
         ip(&["-n", name, "link", "set", tap, "up"]);
+        ns
+    }
+
+    /// A namespace `name` with a bridge holding `host_ip`/24 and the taps `taps` on it
+    /// (two processes on one host each need their own tap for the same guest NIC: a
+    /// live migration's source and destination).
+    pub fn with_bridge(name: &str, taps: &[&str], host_ip: &str) -> NetNs {
+        let ns = NetNs::empty(name);
+        ip(&["-n", name, "link", "add", "br0", "type", "bridge"]);
+        ip(&[
+            "-n",
+            name,
+            "addr",
+            "add",
+            &format!("{host_ip}/24"),
+            "dev",
+            "br0",
+        ]);
+        ip(&["-n", name, "link", "set", "br0", "up"]);
+        for tap in taps {
+            ip(&[
+                "-n", name, "tuntap", "add", "dev", tap, "mode", "tap", "vnet_hdr",
+            ]);
+            ip(&["-n", name, "link", "set", tap, "master", "br0"]);
+            ip(&["-n", name, "link", "set", tap, "up"]);
+        }
         ns
     }
 

@@ -38,6 +38,12 @@ pub struct IncomingParams {
     /// Give up (and end the process) if no source has connected by then.
     #[serde(default = "default_accept_timeout_s")]
     pub timeout_s: u64,
+    /// Disk paths by disk id on this host, replacing the source's.
+    #[serde(default)]
+    pub disks: std::collections::BTreeMap<String, std::path::PathBuf>,
+    /// Tap names by NIC id on this host, replacing the source's.
+    #[serde(default)]
+    pub taps: std::collections::BTreeMap<String, String>,
 }
 
 fn default_accept_timeout_s() -> u64 {

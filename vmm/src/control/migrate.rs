@@ -3,7 +3,8 @@
 //! quiesce of stop-and-copy, the state, and on the destination building and starting
 //! the received VM. A failed send leaves the source running as before.
 
-use std::path::Path;
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
 use std::sync::{mpsc, Arc, Mutex};
 use std::time::Duration;
 
@@ -63,6 +64,8 @@ pub struct Migration {
     pub stopped_for_copy: bool,
     /// Source: a client waiting for the end (`wait: true`).
     pub waiter: Option<mpsc::SyncSender<super::bridge::Reply>>,
+    /// Destination: disk paths and tap names of this host, by id.
+    pub overrides: (BTreeMap<String, PathBuf>, BTreeMap<String, String>),
 }
 
 impl Migration {
@@ -72,6 +75,7 @@ impl Migration {
             active: true,
             stopped_for_copy: false,
             waiter: None,
+            overrides: Default::default(),
         }
     }
 
@@ -191,7 +195,9 @@ impl Lifecycle {
         };
         spawn("migrate-recv", move || receiver::run(job))?;
         tracing::info!("waiting for an incoming migration on {addr}");
-        self.migration = Some(Migration::new(status));
+        let mut m = Migration::new(status);
+        m.overrides = (p.disks, p.taps);
+        self.migration = Some(m);
         Ok(ApiReply::Action(ActionReply { state: self.state }))
     }
 
@@ -288,6 +294,10 @@ impl Lifecycle {
             return Err(VmmError::Device(
                 "the state's VM config differs from the hello's".into(),
             ));
+        }
+        let mut snap = snap;
+        if let Some(m) = &self.migration {
+            super::persist::apply_overrides(&mut snap.config, &m.overrides.0, &m.overrides.1)?;
         }
         let src = RestoreSource {
             state: &snap,

@@ -4,7 +4,8 @@
 //! it is an incomplete save), and stops or goes on. A restore reads and checks the
 //! state file before anything is built.
 
-use std::path::Path;
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
 use std::time::Instant;
 
 use oxvm_api::control::{MemoryMode, RestoreParams, SaveParams};
@@ -39,17 +40,23 @@ fn check_save_dir(dir: &Path) -> Result<(), ApiError> {
 
 /// Apply `--disk ID=PATH` and `--tap ID=NAME` to the saved config; an unknown id is
 /// an error naming it.
-fn apply_overrides(cfg: &mut VmConfig, p: &RestoreParams) -> Result<(), VmmError> {
-    for (id, path) in &p.disks {
-        let d = cfg.disks.iter_mut().find(|d| &d.id == id).ok_or_else(|| {
-            VmmError::Device(format!("disks: the saved VM has no disk with id {id:?}"))
-        })?;
+pub(super) fn apply_overrides(
+    cfg: &mut VmConfig,
+    disks: &BTreeMap<String, PathBuf>,
+    taps: &BTreeMap<String, String>,
+) -> Result<(), VmmError> {
+    for (id, path) in disks {
+        let d =
+            cfg.disks.iter_mut().find(|d| &d.id == id).ok_or_else(|| {
+                VmmError::Device(format!("disks: the VM has no disk with id {id:?}"))
+            })?;
         d.path = path.clone();
     }
-    for (id, tap) in &p.taps {
-        let n = cfg.nics.iter_mut().find(|n| &n.id == id).ok_or_else(|| {
-            VmmError::Device(format!("taps: the saved VM has no NIC with id {id:?}"))
-        })?;
+    for (id, tap) in taps {
+        let n =
+            cfg.nics.iter_mut().find(|n| &n.id == id).ok_or_else(|| {
+                VmmError::Device(format!("taps: the VM has no NIC with id {id:?}"))
+            })?;
         n.tap = tap.clone();
     }
     cfg.validate()
@@ -144,7 +151,7 @@ impl Lifecycle {
         let started = Instant::now();
         let (_header, mut snap): (_, VmSnapshot) = read_state_file(&p.dir.join(STATE_FILE))
             .map_err(|e| VmmError::Device(e.to_string()))?;
-        apply_overrides(&mut snap.config, p)?;
+        apply_overrides(&mut snap.config, &p.disks, &p.taps)?;
         let mode = match p.memory {
             MemoryMode::Lazy => MemoryRestore::Lazy,
             MemoryMode::Copy => MemoryRestore::Copy,
