@@ -57,7 +57,6 @@ Python 3 standard library only. Needs /dev/kvm (root), fio for the host bound.
 """
 
 import argparse
-import datetime
 import json
 import os
 import re
