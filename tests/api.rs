@@ -6,32 +6,14 @@ mod common;
 
 use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
-use std::process::Command;
 use std::time::Duration;
 
-use common::asm::Asm;
-use common::guest_mem;
+use common::counting::*;
 use common::http::{action, call, get, raw, state, wait_ready, wait_state};
-use common::vm::{oxvm_bin, raw_vm, RunningVm, Scratch, RAW_LOAD};
+use common::vm::{raw_vm, RunningVm, Scratch};
 use serde_json::{json, Value};
 
 const T: Duration = Duration::from_secs(30);
-/// Where the counting guest keeps its counter (guest-physical).
-const COUNTER_GPA: u32 = 0x5000;
-const GUEST_RAM: u64 = 32 << 20;
-
-/// Prints "up", then forever: increment the counter in memory, write port 0x80.
-fn counting_guest() -> Vec<u8> {
-    Asm::new()
-        .puts("up\n")
-        .mov_ebx(COUNTER_GPA)
-        .mov_dx(0x80)
-        .label("loop")
-        .lock_inc_rbx()
-        .out_dx_al()
-        .jmp("loop")
-        .finish()
-}
 
 struct ApiVm {
     vm: RunningVm,
@@ -44,39 +26,18 @@ fn start_counting(vcpus: u32, extra: Value) -> ApiVm {
     let s = Scratch::new();
     let file = raw_vm(&s, &counting_guest(), vcpus, extra);
     let sock = s.path().join("api.sock");
-    let mut cmd = Command::new(oxvm_bin());
-    cmd.arg("run")
-        .arg("--api-socket")
-        .arg(&sock)
-        .arg(&file)
-        .env("OXVM_RUNTIME_DIR", s.path().join("run"));
+    let mut cmd = api_command(&s, &["run"], &sock);
+    cmd.arg(&file);
     let vm = RunningVm::start_with(&mut cmd);
     vm.expect_stdout(T, |o| o.contains("up\n"), "guest start");
     wait_ready(&sock, T);
     ApiVm { vm, sock, _s: s }
 }
 
-fn counter(v: &ApiVm) -> u64 {
-    let base = guest_mem::ram_base(v.vm.pid(), GUEST_RAM, RAW_LOAD, &counting_guest());
-    guest_mem::read_u64(v.vm.pid(), base, u64::from(COUNTER_GPA))
-}
-
 fn io_out_exits(sock: &Path) -> u64 {
     get(sock, "/v1/vm/counters")["vcpus"][0]["exits"]["io_out"]
         .as_u64()
         .unwrap_or(0)
-}
-
-fn wait_counter_above(v: &ApiVm, floor: u64) -> u64 {
-    let deadline = std::time::Instant::now() + T;
-    loop {
-        let c = counter(v);
-        if c > floor {
-            return c;
-        }
-        assert!(std::time::Instant::now() < deadline, "counter stuck at {c}");
-        std::thread::sleep(Duration::from_millis(10));
-    }
 }
 
 #[test]
@@ -107,19 +68,19 @@ fn info_reports_the_vm_and_the_socket_is_private() {
 #[test]
 fn pause_stops_the_guest_and_resume_continues_it() {
     let v = start_counting(1, json!({}));
-    let running = wait_counter_above(&v, 0);
+    let running = wait_counter_above(&v.vm, 0);
     assert_eq!(action(&v.sock, "pause", None, 200)["state"], "paused");
-    let (c1, e1) = (counter(&v), io_out_exits(&v.sock));
+    let (c1, e1) = (counter(&v.vm), io_out_exits(&v.sock));
     assert!(c1 >= running);
     // Stillness can only be shown over time: any vCPU still running would move the
     // counter by thousands within this window.
     std::thread::sleep(Duration::from_millis(300));
-    let (c2, e2) = (counter(&v), io_out_exits(&v.sock));
+    let (c2, e2) = (counter(&v.vm), io_out_exits(&v.sock));
     assert_eq!(c1, c2, "the guest ran while paused");
     assert_eq!(e1, e2, "vCPU exits while paused");
     assert_eq!(state(&v.sock), "paused");
     assert_eq!(action(&v.sock, "resume", None, 200)["state"], "running");
-    wait_counter_above(&v, c2);
+    wait_counter_above(&v.vm, c2);
     assert!(io_out_exits(&v.sock) > e2);
 }
 
@@ -150,7 +111,7 @@ fn actions_invalid_in_the_current_state_get_409_and_change_nothing() {
 #[test]
 fn bad_requests_get_400_404_405_and_change_nothing() {
     let v = start_counting(1, json!({}));
-    let before = counter(&v);
+    let before = counter(&v.vm);
     let cases: Vec<(&str, &str, Option<&str>, u16, &str)> = vec![
         (
             "POST",
@@ -192,7 +153,7 @@ fn bad_requests_get_400_404_405_and_change_nothing() {
     let info = get(&v.sock, "/v1/vm");
     assert_eq!(info["state"], "running");
     assert_eq!(info["boots"], 1);
-    wait_counter_above(&v, before);
+    wait_counter_above(&v.vm, before);
 }
 
 #[test]
@@ -227,8 +188,8 @@ fn shutdown_without_force_times_out_and_keeps_the_vm_then_force_destroys_it() {
     let info = wait_state(&v.sock, T, |i| i["state"] == "running");
     let err = info["last_error"].as_str().unwrap();
     assert!(err.contains("timed out after 1 s"), "{err}");
-    let before = counter(&v);
-    wait_counter_above(&v, before);
+    let before = counter(&v.vm);
+    wait_counter_above(&v.vm, before);
 
     action(
         &v.sock,
@@ -259,14 +220,14 @@ fn destroy_ends_the_process_and_removes_the_socket() {
 #[test]
 fn reset_rebuilds_the_machine_in_place() {
     let v = start_counting(1, json!({}));
-    wait_counter_above(&v, 0);
+    wait_counter_above(&v.vm, 0);
     assert_eq!(action(&v.sock, "reset", None, 200)["state"], "running");
     v.vm.expect_stdout(T, |o| o.matches("up\n").count() == 2, "second boot");
     let info = get(&v.sock, "/v1/vm");
     assert_eq!(info["boots"], 2);
     assert_eq!(info["pid"], v.vm.pid());
     // The new machine's RAM starts from zero and counts again.
-    wait_counter_above(&v, 0);
+    wait_counter_above(&v.vm, 0);
     // Counters are cumulative across boots.
     assert!(io_out_exits(&v.sock) > 0);
 }
@@ -278,12 +239,7 @@ fn serve_waits_for_a_deployed_vm() {
     let mut cfg: Value = serde_json::from_slice(&std::fs::read(&file).unwrap()).unwrap();
     cfg["boot"]["raw"]["path"] = json!(s.path().join("code.bin"));
     let sock = s.path().join("serve.sock");
-    let mut cmd = Command::new(oxvm_bin());
-    cmd.arg("serve")
-        .arg("--api-socket")
-        .arg(&sock)
-        .env("OXVM_RUNTIME_DIR", s.path().join("run"));
-    let mut vm = RunningVm::start_with(&mut cmd);
+    let mut vm = RunningVm::start_with(&mut api_command(&s, &["serve"], &sock));
     wait_ready(&sock, T);
     let info = get(&sock, "/v1/vm");
     assert_eq!(info["state"], "empty");

@@ -2,6 +2,7 @@
 #![allow(dead_code)] // each test binary uses a different part of this module
 
 pub mod asm;
+pub mod counting;
 pub mod elf;
 pub mod guest_mem;
 pub mod http;

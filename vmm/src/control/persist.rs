@@ -149,8 +149,14 @@ impl Lifecycle {
     /// state file, the memory file or the host is refused.
     pub fn restore(&mut self, p: &RestoreParams) -> Result<(), VmmError> {
         let started = Instant::now();
-        let (_header, mut snap): (_, VmSnapshot) = read_state_file(&p.dir.join(STATE_FILE))
-            .map_err(|e| VmmError::Device(e.to_string()))?;
+        let (header, mut snap): (_, VmSnapshot) = read_state_file(&p.dir.join(STATE_FILE))?;
+        if header.kind != Kind::Snapshot {
+            return Err(VmmError::Device(format!(
+                "{}: holds a {:?} state, not a saved VM",
+                p.dir.join(STATE_FILE).display(),
+                header.kind
+            )));
+        }
         apply_overrides(&mut snap.config, &p.disks, &p.taps)?;
         let mode = match p.memory {
             MemoryMode::Lazy => MemoryRestore::Lazy,

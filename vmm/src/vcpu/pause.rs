@@ -1,6 +1,7 @@
 //! Pausing vCPU threads: a paused vCPU waits outside KVM_RUN, between two exits, so no
 //! guest instruction runs and no device access is half done.
 
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Condvar, Mutex, MutexGuard};
 
 #[derive(Default)]
@@ -21,6 +22,9 @@ struct State {
 pub struct PauseControl {
     state: Mutex<State>,
     cv: Condvar,
+    /// Mirrors `State::paused`, so a vCPU thread checks it on every exit without
+    /// taking the lock (the exit path is the hot path).
+    requested: AtomicBool,
 }
 
 impl PauseControl {
@@ -31,7 +35,9 @@ impl PauseControl {
     /// Ask the vCPUs to park; the caller kicks them out of KVM_RUN and then calls
     /// [`wait_parked`](Self::wait_parked).
     pub fn request_pause(&self) {
-        self.lock().paused = true;
+        let mut s = self.lock();
+        s.paused = true;
+        self.requested.store(true, Ordering::SeqCst);
     }
 
     /// Wait until each of `total` vCPU threads has parked or ended.
@@ -45,6 +51,7 @@ impl PauseControl {
     /// Let parked vCPUs run again.
     pub fn resume(&self) {
         self.lock().paused = false;
+        self.requested.store(false, Ordering::SeqCst);
         self.cv.notify_all();
     }
 
@@ -53,6 +60,7 @@ impl PauseControl {
         let mut s = self.lock();
         s.stopping = true;
         s.paused = false;
+        self.requested.store(false, Ordering::SeqCst);
         self.cv.notify_all();
     }
 
@@ -65,6 +73,11 @@ impl PauseControl {
     /// Called by a vCPU thread between exits: park while a pause is requested. While
     /// parked, `on_poke` runs (without the lock) each time the thread is poked.
     pub(super) fn park_if_paused(&self, mut on_poke: impl FnMut()) {
+        // A pause sets the flag before it kicks the vCPU, so the check after the kick
+        // sees it.
+        if !self.requested.load(Ordering::SeqCst) {
+            return;
+        }
         let mut s = self.lock();
         if !s.paused || s.stopping {
             return;
