@@ -24,6 +24,8 @@ struct ApiVm {
 /// `oxvm run --api-socket` on the counting guest, with the runtime dir in the scratch.
 fn start_counting(vcpus: u32, extra: Value) -> ApiVm {
     let s = Scratch::new();
+    // For tests that attach a disk (`"path": "d0.raw"`).
+    s.write("d0.raw", &[0u8; 1 << 16]);
     let file = raw_vm(&s, &counting_guest(), vcpus, extra);
     let sock = s.path().join("api.sock");
     let mut cmd = api_command(&s, &["run"], &sock);
@@ -219,14 +221,17 @@ fn destroy_ends_the_process_and_removes_the_socket() {
 
 #[test]
 fn reset_rebuilds_the_machine_in_place() {
-    let v = start_counting(1, json!({}));
+    // With a virtio device: the old machine, guest RAM included, must be freed (a
+    // reference cycle through the PCI root once kept it alive).
+    let v = start_counting(1, json!({ "disks": [{ "id": "d0", "path": "d0.raw" }] }));
     wait_counter_above(&v.vm, 0);
     assert_eq!(action(&v.sock, "reset", None, 200)["state"], "running");
     v.vm.expect_stdout(T, |o| o.matches("up\n").count() == 2, "second boot");
     let info = get(&v.sock, "/v1/vm");
     assert_eq!(info["boots"], 2);
     assert_eq!(info["pid"], v.vm.pid());
-    // The new machine's RAM starts from zero and counts again.
+    // The new machine's RAM starts from zero and counts again; the old RAM is gone
+    // (`counter` finds exactly one guest RAM mapping).
     wait_counter_above(&v.vm, 0);
     // Counters are cumulative across boots.
     assert!(io_out_exits(&v.sock) > 0);

@@ -2,7 +2,7 @@
 //! dispatched to the device that owns the address.
 
 use std::collections::BTreeMap;
-use std::sync::{Arc, Mutex, RwLock};
+use std::sync::{Arc, Mutex, RwLock, Weak};
 
 /// A device reachable through port I/O or MMIO. `offset` is relative to the base the
 /// device was inserted at; `data.len()` is the access width (1, 2, 4 or 8 bytes).
@@ -34,9 +34,33 @@ pub struct Bus {
     entries: Arc<RwLock<BTreeMap<u64, Arc<Entry>>>>,
 }
 
+/// A reference to a [`Bus`] that does not keep it alive: for a device on the bus
+/// that moves things on it (the PCI root relocating BARs), which would otherwise
+/// form a cycle (bus → device → bus) that keeps the whole machine, guest memory
+/// included, alive after it is dropped.
+#[derive(Clone, Default)]
+pub struct WeakBus {
+    entries: Weak<RwLock<BTreeMap<u64, Arc<Entry>>>>,
+}
+
+impl WeakBus {
+    /// The bus, unless it is gone.
+    pub fn upgrade(&self) -> Option<Bus> {
+        Some(Bus {
+            entries: self.entries.upgrade()?,
+        })
+    }
+}
+
 impl Bus {
     pub fn new() -> Self {
         Self::default()
+    }
+
+    pub fn downgrade(&self) -> WeakBus {
+        WeakBus {
+            entries: Arc::downgrade(&self.entries),
+        }
     }
 
     /// Attach `device` at `[base, base + len)`.

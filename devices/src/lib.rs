@@ -13,7 +13,7 @@ pub mod virtio;
 
 pub use acpi_pm::{AcpiPmConfig, AcpiPmDevice, AcpiPmState, ACPI_PM_PORT_LEN};
 pub use block::{open_disk, DiskBackend, DiskError};
-pub use bus::{Bus, BusDevice, BusError};
+pub use bus::{Bus, BusDevice, BusError, WeakBus};
 pub use irq::IrqLine;
 pub use legacy::cmos::{CmosState, CMOS_PORT_LEN};
 pub use legacy::i8042::{I8042State, I8042_PORT_LEN};

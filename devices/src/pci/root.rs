@@ -6,7 +6,7 @@ use std::sync::{Arc, Mutex};
 
 use super::config::{PciConfig, PciId};
 use super::device::PciDevice;
-use crate::bus::{Bus, BusDevice};
+use crate::bus::{Bus, BusDevice, WeakBus};
 
 pub const NUM_SLOTS: usize = 32;
 /// Size of one function's ECAM window.
@@ -39,11 +39,12 @@ impl PciDevice for HostBridge {
 
 pub struct PciRoot {
     slots: Vec<Option<Arc<Mutex<dyn PciDevice>>>>,
-    mmio: Bus,
+    /// Where BARs are moved. Weak: the root is itself on that bus (ECAM).
+    mmio: WeakBus,
 }
 
 impl PciRoot {
-    pub fn new(mmio: Bus) -> Self {
+    pub fn new(mmio: &Bus) -> Self {
         let mut slots: Vec<Option<Arc<Mutex<dyn PciDevice>>>> = vec![None; NUM_SLOTS];
         let bridge = HostBridge(PciConfig::new(PciId {
             vendor: 0x1b36,
@@ -56,7 +57,10 @@ impl PciRoot {
             subsystem: 0x1100,
         }));
         slots[0] = Some(Arc::new(Mutex::new(bridge)));
-        PciRoot { slots, mmio }
+        PciRoot {
+            slots,
+            mmio: mmio.downgrade(),
+        }
     }
 
     /// The lowest free slot.
@@ -110,7 +114,10 @@ impl PciRoot {
         let change = lock(&d).config_write(reg, off, data);
         if let Some(c) = change {
             // The device's lock is released here: vCPUs in its BAR keep working.
-            match self.mmio.relocate(c.old, c.new) {
+            let Some(mmio) = self.mmio.upgrade() else {
+                return; // the machine is being dropped
+            };
+            match mmio.relocate(c.old, c.new) {
                 Ok(()) => lock(&d).bar_moved(&c),
                 Err(e) => tracing::warn!(
                     "PCI {slot:02x}.0: cannot move BAR{} {:#x} -> {:#x}: {e}",
@@ -240,7 +247,7 @@ mod tests {
 
     #[test]
     fn host_bridge_and_empty_slots() {
-        let root = Arc::new(Mutex::new(PciRoot::new(Bus::new())));
+        let root = Arc::new(Mutex::new(PciRoot::new(&Bus::new())));
         let mut io = PciConfigIo::new(root.clone());
         assert_eq!(read_id(&mut io, 0), 0x0008_1b36);
         assert_eq!(read_id(&mut io, 3), 0xffff_ffff);
@@ -259,7 +266,7 @@ mod tests {
 
     #[test]
     fn disabled_address_reads_all_ones_and_odd_writes_are_ignored() {
-        let root = Arc::new(Mutex::new(PciRoot::new(Bus::new())));
+        let root = Arc::new(Mutex::new(PciRoot::new(&Bus::new())));
         let mut io = PciConfigIo::new(root);
         io.write(0, &0u32.to_le_bytes());
         let mut d = [0u8; 4];

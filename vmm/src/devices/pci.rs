@@ -57,7 +57,7 @@ impl PciBus {
         mmio: &Bus,
         mem: GuestMemoryMmap,
     ) -> Result<Self, VmmError> {
-        let root = Arc::new(Mutex::new(PciRoot::new(mmio.clone())));
+        let root = Arc::new(Mutex::new(PciRoot::new(mmio)));
         pio.insert(
             Arc::new(Mutex::new(PciConfigIo::new(root.clone()))),
             u64::from(PCI_CONFIG_PORT),
