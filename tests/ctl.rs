@@ -156,3 +156,65 @@ fn ctl_without_a_vm_exits_1() {
     assert_eq!(o.status.code(), Some(1), "{}", text(&o));
     assert!(text(&o).contains("nothing.sock"), "{}", text(&o));
 }
+
+#[test]
+fn ctl_takes_lists_reverts_and_deletes_snapshots() {
+    let s = Scratch::new();
+    let disk = s.path().join("d0.qcow2");
+    let out = Command::new("qemu-img")
+        .args(["create", "-q", "-f", "qcow2"])
+        .arg(&disk)
+        .arg("4M")
+        .output()
+        .expect("qemu-img");
+    assert!(out.status.success(), "{out:?}");
+    let file = raw_vm(
+        &s,
+        &spin_guest(),
+        1,
+        json!({
+            "name": "snapctl",
+            "disks": [ { "id": "d0", "path": "d0.qcow2" } ],
+            "snapshots_dir": "snaps"
+        }),
+    );
+    let sock = s.path().join("snapctl.sock");
+    let run = s.path().join("run");
+    let mut cmd = Command::new(oxvm_bin());
+    cmd.arg("run")
+        .arg("--api-socket")
+        .arg(&sock)
+        .arg(&file)
+        .env("OXVM_RUNTIME_DIR", &run);
+    let _vm = RunningVm::start_with(&mut cmd);
+    common::http::wait_ready(&sock, T);
+
+    let o = ctl(
+        &run,
+        &sock,
+        &["snapshot-create", "s1", "--description", "first"],
+    );
+    assert!(o.status.success(), "{}", text(&o));
+    let t = text(&o);
+    assert!(t.starts_with("NAME"), "{t}");
+    assert!(
+        t.contains("s1") && t.contains("d0.qcow2.s1") && t.contains("first"),
+        "{t}"
+    );
+    let o = ctl(&run, &sock, &["snapshot-list", "--json"]);
+    let list: Value = serde_json::from_slice(&o.stdout).unwrap();
+    assert_eq!(list["snapshots"][0]["name"], "s1");
+    assert_eq!(list["snapshots"][0]["vm_state"], "running");
+    let o = ctl(&run, &sock, &["snapshot-revert", "s1", "--paused"]);
+    assert!(o.status.success(), "{}", text(&o));
+    assert_eq!(text(&o), "paused\n");
+    // Refusals exit 3 with the VM's message.
+    let o = ctl(&run, &sock, &["snapshot-create", "s1"]);
+    assert_eq!(o.status.code(), Some(3), "{}", text(&o));
+    assert!(text(&o).contains("exists already"), "{}", text(&o));
+    let o = ctl(&run, &sock, &["snapshot-revert", "nope"]);
+    assert_eq!(o.status.code(), Some(3), "{}", text(&o));
+    let o = ctl(&run, &sock, &["snapshot-delete", "s1"]);
+    assert!(o.status.success(), "{}", text(&o));
+    assert_eq!(text(&o), "no snapshots\n");
+}

@@ -2,7 +2,9 @@
 //! and one live-migrated in the middle of its disk writes: the selftest's `blkbench`
 //! job (write a pattern, flush, read back, verify) finishes `ok` on the restored or
 //! migrated side, the NIC still carries the `net` check's UDP echo, and the host finds
-//! the complete pattern in the image.
+//! the complete pattern in the image. And a named snapshot taken in the middle of the
+//! writes: after the guest finished, a revert brings its disk back to the snapshot's
+//! content and the guest back to mid-write, and it finishes a second time.
 
 mod common;
 
@@ -19,17 +21,46 @@ use serde_json::json;
 const BOOT_TIMEOUT: Duration = Duration::from_secs(1200);
 const DISK_BYTES: u64 = 8 << 20;
 const SEED: u64 = 5;
+/// The revert test runs blkbench twice: a smaller region keeps it short (each 4 KiB
+/// request costs the emulated guest ~45 ms here; docs/PERFORMANCE.md).
+const REVERT_BYTES: u64 = 2 << 20;
 
 /// The blkbench pattern (resources/guest/oxvm_selftest_bench.c): the word at disk
-/// offset `o` is `o ^ K` at sector starts, `(o % 512) ^ K` elsewhere.
-fn check_pattern(image: &Path, bytes: u64, seed: u64) {
-    let data = std::fs::read(image).unwrap();
+/// offset `o` is `o ^ K` at sector starts, `(o % 512) ^ K` elsewhere. The offset of
+/// the first word that differs, if any.
+fn pattern_mismatch(data: &[u8], bytes: u64, seed: u64) -> Option<u64> {
     let k = 0x9e37_79b9_7f4a_7c15u64.wrapping_mul(seed + 1);
-    for o in (0..bytes).step_by(8) {
+    (0..bytes).step_by(8).find(|&o| {
         let want = if o % 512 == 0 { o ^ k } else { (o % 512) ^ k };
         let got = u64::from_le_bytes(data[o as usize..o as usize + 8].try_into().unwrap());
-        assert_eq!(got, want, "{}: word at offset {o:#x}", image.display());
+        got != want
+    })
+}
+
+fn check_pattern(image: &Path, bytes: u64, seed: u64) {
+    let data = std::fs::read(image).unwrap();
+    if let Some(o) = pattern_mismatch(&data, bytes, seed) {
+        panic!(
+            "{}: word at offset {o:#x} is not the pattern",
+            image.display()
+        );
     }
+}
+
+/// What the guest sees of a qcow2 image (and its backing chain), read by qemu-img
+/// while the VM may have it open.
+fn guest_view(image: &Path) -> Vec<u8> {
+    let out = image.with_extension("view.raw");
+    let st = std::process::Command::new("qemu-img")
+        .args(["convert", "-U", "-O", "raw"])
+        .arg(image)
+        .arg(&out)
+        .status()
+        .expect("qemu-img (apt-get install qemu-utils)");
+    assert!(st.success(), "qemu-img convert {}", image.display());
+    let data = std::fs::read(&out).unwrap();
+    std::fs::remove_file(&out).unwrap();
+    data
 }
 
 /// A guest with a disk and a NIC (tap `tap` in `ns`, host side `<net>.1`) that runs
@@ -166,4 +197,105 @@ fn linux_guest_migrated_mid_write_finishes_on_the_destination() {
     assert!(r["downtime_ms"].as_u64().is_some(), "{r}");
     assert_handed_over_mid_write(&mut a);
     assert_finished(b, &echoes, &disk);
+}
+
+#[test]
+fn linux_guest_reverted_to_a_mid_write_snapshot_writes_again() {
+    let s = Scratch::new();
+    let disk = s.path().join("d0.qcow2");
+    let st = std::process::Command::new("qemu-img")
+        .args(["create", "-q", "-f", "qcow2"])
+        .arg(&disk)
+        .arg("64M")
+        .status()
+        .expect("qemu-img (apt-get install qemu-utils)");
+    assert!(st.success());
+    let cl = format!(
+        "{} oxvm.blkbench=vda,4k,{REVERT_BYTES},rw,seed={SEED}",
+        cmdline("boot,blkbench,idle")
+    );
+    let vm = json!({
+        "name": "snaprevert",
+        "vcpus": 1,
+        "memory_mib": 256,
+        "boot": { "kernel": guest_file("vmlinux"), "cmdline": cl },
+        "serial": { "mode": "stdout" },
+        "disks": [ { "id": "d0", "path": disk, "format": "qcow2" } ],
+        "snapshots_dir": s.path().join("snaps")
+    });
+    let file = s.write_json("vm.json", &vm);
+    let sock = s.path().join("a.sock");
+    let mut cmd = std::process::Command::new(common::vm::oxvm_bin());
+    cmd.arg("run").arg("--api-socket").arg(&sock).arg(&file);
+    let mut a = RunningVm::start_with(&mut cmd);
+    wait_ready(&sock, Duration::from_secs(30));
+    a.expect_stdout(
+        BOOT_TIMEOUT,
+        |o| o.contains("OXVM-MARK blkbench start"),
+        "the disk writes to begin",
+    );
+    let body = json!({ "name": "mid-write" }).to_string();
+    let (st, r) = call(&sock, "POST", "/v1/vm/snapshots", Some(&body));
+    assert_eq!(st, 201, "{r}");
+    let layer = PathBuf::from(r["disks"][0]["layer"].as_str().unwrap());
+    assert!(
+        selftest_result(&a.stdout.text(), "blkbench").is_none(),
+        "blkbench finished before the snapshot; the test proves nothing"
+    );
+
+    // The guest finishes; the live disk holds the whole pattern, the layer (the disk
+    // at the snapshot) only part of it.
+    a.expect_stdout(
+        BOOT_TIMEOUT,
+        |o| o.contains("OXVM-SELFTEST idle ok"),
+        "the guest to finish its checks",
+    );
+    let (ok, details) = selftest_result(&a.stdout.text(), "blkbench").expect("blkbench");
+    assert!(ok, "blkbench: {details}");
+    assert_eq!(
+        pattern_mismatch(&guest_view(&disk), REVERT_BYTES, SEED),
+        None
+    );
+    let at_snapshot = guest_view(&layer);
+    assert!(
+        pattern_mismatch(&at_snapshot, REVERT_BYTES, SEED).is_some(),
+        "the layer already holds every write: the snapshot was not taken mid-write"
+    );
+
+    // Revert, paused: the disk is what it was at the snapshot.
+    let body = json!({ "paused": true }).to_string();
+    let (st, r) = call(
+        &sock,
+        "POST",
+        "/v1/vm/snapshots/mid-write/revert",
+        Some(&body),
+    );
+    assert_eq!(st, 200, "{r}");
+    assert_eq!(r["state"], "paused");
+    assert!(
+        guest_view(&disk) == at_snapshot,
+        "after the revert the disk is not the snapshot's"
+    );
+    // Resumed, the guest is back in the middle of blkbench: it writes and verifies
+    // again and finishes a second time, without booting again.
+    let (st, r) = call(&sock, "POST", "/v1/vm/actions/resume", None);
+    assert_eq!(st, 200, "{r}");
+    a.expect_stdout(
+        BOOT_TIMEOUT,
+        |o| o.matches("OXVM-SELFTEST idle ok").count() == 2,
+        "the reverted guest to finish its checks again",
+    );
+    let out = a.stdout.text();
+    assert_eq!(
+        out.matches("Linux version").count(),
+        1,
+        "the guest booted again"
+    );
+    assert_eq!(out.matches("OXVM-SELFTEST blkbench ok").count(), 2, "{out}");
+    a.signal(libc::SIGTERM);
+    assert_eq!(a.wait(Duration::from_secs(300)).code(), Some(0));
+    assert_eq!(
+        pattern_mismatch(&guest_view(&disk), REVERT_BYTES, SEED),
+        None
+    );
 }

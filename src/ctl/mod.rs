@@ -11,8 +11,8 @@ use std::time::Duration;
 
 use clap::{Args, Subcommand};
 use oxvm_api::control::{
-    IncomingParams, MemoryMode, MigrateParams, RestoreParams, SaveParams, ShutdownParams, VmAction,
-    VmState,
+    IncomingParams, MemoryMode, MigrateParams, RestoreParams, RevertParams, SaveParams,
+    ShutdownParams, SnapshotParams, VmAction, VmState,
 };
 use oxvm_api::{load_vm_file, Client, ClientError, VmConfig};
 use serde::Serialize;
@@ -27,6 +27,10 @@ const CTL_HELP: &str = r#"Examples:
   oxvm ctl --api-socket /run/demo.sock reboot
   oxvm ctl --api-socket /run/new.sock deploy vm.json     (an `oxvm serve` process)
   oxvm ctl --api-socket /run/demo.sock wait-state running --timeout 30
+  oxvm ctl --api-socket /run/demo.sock snapshot-create before-upgrade
+  oxvm ctl --api-socket /run/demo.sock snapshot-list
+  oxvm ctl --api-socket /run/demo.sock snapshot-revert before-upgrade
+  oxvm ctl --api-socket /run/demo.sock snapshot-delete before-upgrade
 
 `shutdown` presses the ACPI power button and waits until the VM is stopped
 (its process exits); --no-wait returns once the request is accepted.
@@ -150,6 +154,31 @@ enum CtlCommand {
     },
     /// The migration's progress.
     MigrateStatus,
+    /// Take a named snapshot: VM state and memory, and every disk frozen under a new
+    /// qcow2 overlay (the VM file's snapshots_dir must be set; raw disks are refused).
+    SnapshotCreate {
+        /// 1-64 characters from A-Z a-z 0-9 . _ - (not starting with . or -).
+        name: String,
+        /// Free text kept with the snapshot.
+        #[arg(long)]
+        description: Option<String>,
+    },
+    /// List the named snapshots, oldest first.
+    SnapshotList,
+    /// Go back to a named snapshot: memory, devices and disks as they were then (what
+    /// was written since is dropped).
+    SnapshotRevert {
+        name: String,
+        /// Stay paused after the revert (default: as the VM was when the snapshot was
+        /// taken).
+        #[arg(long, conflicts_with = "running")]
+        paused: bool,
+        /// Run after the revert, even if the snapshot was taken of a paused VM.
+        #[arg(long)]
+        running: bool,
+    },
+    /// Delete a named snapshot (disk layers the live disk is built on stay).
+    SnapshotDelete { name: String },
     /// Wait until the VM is in STATE (a VM whose process ended counts as stopped).
     WaitState {
         /// empty, created, running, paused, shutting-down or stopped.
@@ -229,14 +258,18 @@ impl From<ClientError> for Failure {
     }
 }
 
-/// Saving or restoring a large guest writes or reads gigabytes: allow it an hour.
+/// Saving, restoring, snapshotting or reverting a large guest writes or reads
+/// gigabytes: allow it an hour.
 const PERSIST_TIMEOUT: Duration = Duration::from_secs(3600);
 
 pub fn main(args: CtlArgs) -> ExitCode {
     let mut client = Client::new(&args.api_socket);
     if matches!(
         args.command,
-        CtlCommand::Save { .. } | CtlCommand::Restore { .. }
+        CtlCommand::Save { .. }
+            | CtlCommand::Restore { .. }
+            | CtlCommand::SnapshotCreate { .. }
+            | CtlCommand::SnapshotRevert { .. }
     ) {
         client = client.with_timeout(PERSIST_TIMEOUT);
     }
@@ -337,6 +370,27 @@ fn execute(client: &Client, command: CtlCommand, json: bool) -> Result<(), Failu
             print::state,
         ),
         CtlCommand::MigrateStatus => out.show(&client.migration_status()?, print::migration),
+        CtlCommand::SnapshotCreate { name, description } => out.show(
+            &client.snapshot_create(&SnapshotParams { name, description })?,
+            print::snapshot,
+        ),
+        CtlCommand::SnapshotList => out.show(&client.snapshots()?, print::snapshots),
+        CtlCommand::SnapshotRevert {
+            name,
+            paused,
+            running,
+        } => {
+            let paused = match (paused, running) {
+                (true, _) => Some(true),
+                (_, true) => Some(false),
+                _ => None,
+            };
+            let reply = client.snapshot_revert(&name, &RevertParams { paused })?;
+            out.show(&reply, print::state)
+        }
+        CtlCommand::SnapshotDelete { name } => {
+            out.show(&client.snapshot_delete(&name)?, print::snapshots)
+        }
         CtlCommand::Boot => act(VmAction::Boot),
         CtlCommand::Destroy => act(VmAction::Destroy),
         CtlCommand::Reset => act(VmAction::Reset),

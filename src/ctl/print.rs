@@ -2,7 +2,9 @@
 
 use std::fmt::Write;
 
-use oxvm_api::control::{ActionReply, Counters, MigrationStatus, VersionInfo, VmInfo};
+use oxvm_api::control::{
+    ActionReply, Counters, MigrationStatus, SnapshotInfo, SnapshotList, VersionInfo, VmInfo,
+};
 
 pub(crate) fn state(reply: &ActionReply) -> String {
     format!("{}\n", reply.state)
@@ -29,6 +31,54 @@ pub(crate) fn migration(m: &MigrationStatus) -> String {
     }
     out.push('\n');
     out
+}
+
+/// How long ago a snapshot was taken, in `uptime`'s short form.
+fn age(created_unix_ms: u64) -> String {
+    let now_ms = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_millis() as u64);
+    let secs = now_ms.saturating_sub(created_unix_ms) as f64 / 1000.0;
+    format!("{} ago", uptime(Some(secs)))
+}
+
+fn snapshot_row(s: &SnapshotInfo) -> Vec<String> {
+    let layers = s
+        .disks
+        .iter()
+        .map(|d| match &d.layer {
+            Some(l) => format!("{}={}", d.id, l.display()),
+            None => format!("{}=(read-only)", d.id),
+        })
+        .collect::<Vec<_>>()
+        .join(" ");
+    vec![
+        s.name.clone(),
+        age(s.created_unix_ms),
+        s.vm_state.to_string(),
+        if layers.is_empty() {
+            "-".into()
+        } else {
+            layers
+        },
+        s.description.clone().unwrap_or_default(),
+    ]
+}
+
+const SNAPSHOT_HEAD: [&str; 5] = ["NAME", "CREATED", "VM STATE", "DISK LAYERS", "DESCRIPTION"];
+
+pub(crate) fn snapshot(s: &SnapshotInfo) -> String {
+    table(&SNAPSHOT_HEAD, vec![snapshot_row(s)])
+}
+
+pub(crate) fn snapshots(l: &SnapshotList) -> String {
+    if l.snapshots.is_empty() {
+        return "no snapshots\n".to_string();
+    }
+    table(
+        &SNAPSHOT_HEAD,
+        l.snapshots.iter().map(snapshot_row).collect(),
+    )
 }
 
 pub(crate) fn version(v: &VersionInfo) -> String {

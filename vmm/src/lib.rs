@@ -11,6 +11,7 @@ mod machine;
 mod machine_state;
 mod memory;
 mod migration;
+mod named_snapshots;
 mod platform;
 pub mod signals;
 pub mod snapshot;

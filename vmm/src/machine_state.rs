@@ -120,4 +120,13 @@ impl Machine {
     pub fn resume_devices(&mut self) -> Result<(), VmmError> {
         self.pci.resume_all()
     }
+
+    /// Visit every disk backend while the devices are quiesced (or before the guest
+    /// activated them): a named snapshot swaps in new overlays this way.
+    pub fn visit_disks(
+        &mut self,
+        visit: &mut oxvm_devices::virtio::DiskVisitor<'_>,
+    ) -> Result<(), VmmError> {
+        self.pci.visit_disks(visit).map_err(VmmError::Device)
+    }
 }

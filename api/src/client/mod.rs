@@ -15,7 +15,8 @@ pub use http::RawResponse;
 
 use crate::control::{
     ActionReply, ApiError, Counters, IncomingParams, MigrateParams, MigrationStatus, RestoreParams,
-    SaveParams, VersionInfo, VmAction, VmInfo,
+    RevertParams, SaveParams, SnapshotInfo, SnapshotList, SnapshotParams, VersionInfo, VmAction,
+    VmInfo,
 };
 use crate::VmConfig;
 
@@ -131,6 +132,31 @@ impl Client {
             "/v1/vm/migration/incoming",
             Some(&self.encode(params)?),
         )
+    }
+
+    /// `GET /v1/vm/snapshots`.
+    pub fn snapshots(&self) -> Result<SnapshotList, ClientError> {
+        self.call("GET", "/v1/vm/snapshots", None)
+    }
+
+    /// `POST /v1/vm/snapshots`.
+    pub fn snapshot_create(&self, params: &SnapshotParams) -> Result<SnapshotInfo, ClientError> {
+        self.call("POST", "/v1/vm/snapshots", Some(&self.encode(params)?))
+    }
+
+    /// `POST /v1/vm/snapshots/{name}/revert`.
+    pub fn snapshot_revert(
+        &self,
+        name: &str,
+        params: &RevertParams,
+    ) -> Result<ActionReply, ClientError> {
+        let path = format!("/v1/vm/snapshots/{name}/revert");
+        self.call("POST", &path, Some(&self.encode(params)?))
+    }
+
+    /// `DELETE /v1/vm/snapshots/{name}`: the snapshots left.
+    pub fn snapshot_delete(&self, name: &str) -> Result<SnapshotList, ClientError> {
+        self.call("DELETE", &format!("/v1/vm/snapshots/{name}"), None)
     }
 
     /// `POST /v1/vm/actions/<name>`, with the shutdown parameters as body for

@@ -58,5 +58,8 @@ impl VmConfig {
         if let Some(p) = self.api_socket.as_mut() {
             fix(p);
         }
+        if let Some(p) = self.snapshots_dir.as_mut() {
+            fix(p);
+        }
     }
 }

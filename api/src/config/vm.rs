@@ -36,6 +36,10 @@ pub struct VmConfig {
     /// Serve the control API on this Unix socket (`oxvm run --api-socket` wins).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub api_socket: Option<PathBuf>,
+    /// Where named snapshots keep their VM state and memory (one directory per
+    /// snapshot); snapshots are refused without it. See docs/snapshots.md.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub snapshots_dir: Option<PathBuf>,
 }
 
 fn default_vcpus() -> u32 {

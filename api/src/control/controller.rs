@@ -1,4 +1,7 @@
-use super::{ActionReply, ApiError, ApiRequest, Counters, MigrationStatus, VmInfo};
+use super::{
+    ActionReply, ApiError, ApiRequest, Counters, MigrationStatus, SnapshotInfo, SnapshotList,
+    VmInfo,
+};
 
 /// The reply to an [`ApiRequest`], by request kind.
 #[derive(Debug, Clone, PartialEq)]
@@ -8,6 +11,9 @@ pub enum ApiReply {
     /// Create, deploy and every action.
     Action(ActionReply),
     Migration(Box<MigrationStatus>),
+    /// Snapshot create and get.
+    Snapshot(Box<SnapshotInfo>),
+    Snapshots(SnapshotList),
 }
 
 /// What the API server calls for every parsed request. Implemented by the VMM; the

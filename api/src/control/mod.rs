@@ -11,6 +11,7 @@ mod info;
 mod migration;
 mod persist;
 mod request;
+mod snapshots;
 mod state;
 
 pub use controller::{ApiReply, VmController};
@@ -20,6 +21,10 @@ pub use info::{ActionReply, VcpuThread, VersionInfo, VmInfo};
 pub use migration::{IncomingParams, MigrateParams, MigrationPhase, MigrationStatus};
 pub use persist::{MemoryMode, RestoreParams, SaveParams};
 pub use request::{ApiRequest, ShutdownParams, VmAction};
+pub use snapshots::{
+    check_snapshot_name, RevertParams, SnapshotDisk, SnapshotInfo, SnapshotList, SnapshotParams,
+    MAX_SNAPSHOT_NAME_LEN,
+};
 pub use state::VmState;
 
 /// Version of the HTTP API (the `/v1` prefix); bumped only on incompatible changes.

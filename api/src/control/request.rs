@@ -1,6 +1,8 @@
 use serde::{Deserialize, Serialize};
 
-use super::{IncomingParams, MigrateParams, RestoreParams, SaveParams};
+use super::{
+    IncomingParams, MigrateParams, RestoreParams, RevertParams, SaveParams, SnapshotParams,
+};
 use crate::VmConfig;
 
 /// What a client asks of the VM.
@@ -26,6 +28,16 @@ pub enum ApiRequest {
     Migrate(MigrateParams),
     /// `POST /v1/vm/migration/incoming`: receive a VM (empty serve process).
     Incoming(IncomingParams),
+    /// `GET /v1/vm/snapshots`.
+    SnapshotList,
+    /// `GET /v1/vm/snapshots/{name}`.
+    SnapshotGet(String),
+    /// `POST /v1/vm/snapshots`.
+    SnapshotCreate(SnapshotParams),
+    /// `POST /v1/vm/snapshots/{name}/revert`.
+    SnapshotRevert(String, RevertParams),
+    /// `DELETE /v1/vm/snapshots/{name}`.
+    SnapshotDelete(String),
 }
 
 /// The lifecycle actions, `POST /v1/vm/actions/<name>`.

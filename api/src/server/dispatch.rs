@@ -12,8 +12,8 @@ use serde::Serialize;
 use super::routes::{self, Miss, Route, Target};
 use crate::config::{ConfigError, MAX_SHUTDOWN_TIMEOUT_S};
 use crate::control::{
-    ApiError, ApiReply, ApiRequest, ShutdownParams, VersionInfo, VmAction, VmController,
-    API_VERSION,
+    check_snapshot_name, ApiError, ApiReply, ApiRequest, RevertParams, ShutdownParams,
+    SnapshotParams, VersionInfo, VmAction, VmController, API_VERSION,
 };
 use crate::VmConfig;
 
@@ -108,7 +108,7 @@ pub(crate) fn handle(
         Ok(b) => b,
         Err(e) => return Reply::error(e),
     };
-    match parse(route, &body, &ctx.base_dir) {
+    match parse(route, path, &body, &ctx.base_dir) {
         Err(e) => Reply::error(e),
         Ok(Parsed::Version) => Reply::ok(
             200,
@@ -122,13 +122,21 @@ pub(crate) fn handle(
             Ok(ApiReply::Counters(counters)) => Reply::ok(status, &counters),
             Ok(ApiReply::Action(reply)) => Reply::ok(status, &reply),
             Ok(ApiReply::Migration(m)) => Reply::ok(status, &m),
+            Ok(ApiReply::Snapshot(s)) => Reply::ok(status, &s),
+            Ok(ApiReply::Snapshots(l)) => Reply::ok(status, &l),
             Err(e) => Reply::error(e),
         },
     }
 }
 
-/// Turn a matched route and its body into what to do. GET routes ignore a body.
-pub(crate) fn parse(route: &Route, body: &[u8], base: &Path) -> Result<Parsed, ApiError> {
+/// Turn a matched route, the request path and its body into what to do. GET routes
+/// ignore a body.
+pub(crate) fn parse(
+    route: &Route,
+    path: &str,
+    body: &[u8],
+    base: &Path,
+) -> Result<Parsed, ApiError> {
     Ok(match route.target {
         Target::Version => Parsed::Version,
         Target::Info => Parsed::Call(ApiRequest::Info, 200),
@@ -165,6 +173,27 @@ pub(crate) fn parse(route: &Route, body: &[u8], base: &Path) -> Result<Parsed, A
             ApiRequest::Incoming(json_body(body, "incoming migration")?),
             202,
         ),
+        Target::SnapshotList => Parsed::Call(ApiRequest::SnapshotList, 200),
+        Target::SnapshotGet => {
+            Parsed::Call(ApiRequest::SnapshotGet(snapshot_name(route, path)?), 200)
+        }
+        Target::SnapshotCreate => {
+            let p: SnapshotParams = json_body(body, "snapshot")?;
+            check_snapshot_name(&p.name).map_err(ApiError::bad_request)?;
+            Parsed::Call(ApiRequest::SnapshotCreate(p), 201)
+        }
+        Target::SnapshotRevert => {
+            let name = snapshot_name(route, path)?;
+            let p = if text(body)?.trim().is_empty() {
+                RevertParams::default()
+            } else {
+                json_body(body, "revert")?
+            };
+            Parsed::Call(ApiRequest::SnapshotRevert(name, p), 200)
+        }
+        Target::SnapshotDelete => {
+            Parsed::Call(ApiRequest::SnapshotDelete(snapshot_name(route, path)?), 200)
+        }
         Target::Reserved(feature) => {
             return Err(ApiError::not_implemented(format!(
                 "{} {}: {feature} is not implemented in this release",
@@ -172,6 +201,15 @@ pub(crate) fn parse(route: &Route, body: &[u8], base: &Path) -> Result<Parsed, A
             )))
         }
     })
+}
+
+/// The `{name}` segment of a snapshot route, checked like a new snapshot's name (so a
+/// path can never reach outside the snapshots directory).
+fn snapshot_name(route: &Route, path: &str) -> Result<String, ApiError> {
+    let name = routes::segment(route.path, path, "{name}")
+        .ok_or_else(|| ApiError::internal(format!("{} has no {{name}}", route.path)))?;
+    check_snapshot_name(name).map_err(ApiError::bad_request)?;
+    Ok(name.to_string())
 }
 
 /// A required JSON body of type `T` (unknown fields refused, serde names the field).

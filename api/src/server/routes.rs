@@ -18,6 +18,11 @@ pub enum Target {
     MigrationStatus,
     Migrate,
     Incoming,
+    SnapshotList,
+    SnapshotGet,
+    SnapshotCreate,
+    SnapshotRevert,
+    SnapshotDelete,
     /// Reserved for a later release: answered 501 naming the feature.
     Reserved(&'static str),
 }
@@ -45,7 +50,6 @@ const fn route(
     }
 }
 
-const SNAPSHOTS: &str = "snapshots (planned with save/restore and migration)";
 const HOTPLUG: &str = "disk and NIC hotplug";
 
 /// Every route, in documentation order. (Kept as a one-line-per-route table.)
@@ -63,10 +67,11 @@ pub const ROUTES: &[Route] = &[
     route("POST", "/v1/vm/actions/reset", "Hard reset in place", Target::Action("reset")),
     route("POST", "/v1/vm/actions/pause", "Stop the vCPUs", Target::Action("pause")),
     route("POST", "/v1/vm/actions/resume", "Run the vCPUs again", Target::Action("resume")),
-    route("GET", "/v1/vm/snapshots", "List snapshots (not yet: 501)", Target::Reserved(SNAPSHOTS)),
-    route("POST", "/v1/vm/snapshots", "Take a snapshot (not yet: 501)", Target::Reserved(SNAPSHOTS)),
-    route("POST", "/v1/vm/snapshots/{name}", "Revert to a snapshot (not yet: 501)", Target::Reserved(SNAPSHOTS)),
-    route("DELETE", "/v1/vm/snapshots/{name}", "Delete a snapshot (not yet: 501)", Target::Reserved(SNAPSHOTS)),
+    route("GET", "/v1/vm/snapshots", "List the named snapshots, oldest first", Target::SnapshotList),
+    route("POST", "/v1/vm/snapshots", "Take a named snapshot (VM state, memory, every disk)", Target::SnapshotCreate),
+    route("GET", "/v1/vm/snapshots/{name}", "One named snapshot", Target::SnapshotGet),
+    route("DELETE", "/v1/vm/snapshots/{name}", "Delete a named snapshot", Target::SnapshotDelete),
+    route("POST", "/v1/vm/snapshots/{name}/revert", "Revert the VM to a named snapshot", Target::SnapshotRevert),
     route("POST", "/v1/vm/save", "Save state and memory to a directory; stop or go on", Target::Save),
     route("POST", "/v1/vm/restore", "Restore a saved VM into an empty serve process", Target::Restore),
     route("GET", "/v1/vm/migration", "Migration progress", Target::MigrationStatus),
@@ -101,6 +106,16 @@ pub(crate) fn find(method: &str, path: &str) -> Result<&'static Route, Miss> {
     } else {
         Err(Miss::WrongMethod(allowed))
     }
+}
+
+/// The segment of `path` that stands where `pattern` has `placeholder` (`{name}`);
+/// `None` if the pattern has no such placeholder or the path does not match.
+pub(crate) fn segment<'a>(pattern: &str, path: &'a str, placeholder: &str) -> Option<&'a str> {
+    if !path_matches(pattern, path) {
+        return None;
+    }
+    let i = pattern.split('/').position(|w| w == placeholder)?;
+    path.split('/').nth(i)
 }
 
 /// Segment by segment; `{x}` matches any one non-empty segment.

@@ -17,7 +17,7 @@ pub use backend::IoDirection;
 pub use mem::MemDisk;
 pub use open::{detect_format, open_disk, DiskError, OpenError, QCOW2_MAGIC};
 pub use options::DiskOptions;
-pub use qcow2::Qcow2Disk;
+pub use qcow2::{read_qcow2_header, Qcow2Disk, Qcow2Header};
 pub use raw::RawDisk;
 pub use throttle::{Throttle, ThrottleError, Throttled, WaitCanceller};
 

@@ -6,6 +6,7 @@
 //! completes after data and metadata are on stable storage.
 
 mod gate;
+mod header;
 #[cfg(test)]
 mod tests;
 
@@ -24,6 +25,7 @@ use super::backend::{read_only_error, DiskBackend};
 use super::open::OpenError;
 use super::options::DiskOptions;
 use gate::RecordingGate;
+pub use header::{read_qcow2_header, Qcow2Header};
 
 /// Discard granularity when imago does not say (qcow2's default cluster size).
 const DEFAULT_CLUSTER: u64 = 64 * 1024;

@@ -4,7 +4,12 @@ use virtio_queue::Queue;
 use vmm_sys_util::eventfd::EventFd;
 
 use super::{GuestMemoryMmap, VirtioDeviceState};
+use crate::block::DiskBackend;
 use crate::state::StateError;
+
+/// What [`VirtioDevice::visit_disks`] calls for each disk of a device: the disk id
+/// and its backend, which it may replace. An error stops the visit.
+pub type DiskVisitor<'a> = dyn FnMut(&str, &mut Box<dyn DiskBackend>) -> Result<(), String> + 'a;
 
 /// How a device tells the driver about used buffers and configuration changes. The
 /// transport maps this to MSI-X vectors (or the legacy INTx line).
@@ -86,6 +91,15 @@ pub trait VirtioDevice: Send {
         queues: Vec<ActiveQueue>,
     ) -> Result<(), ActivateError> {
         self.activate(mem, interrupt, driver_features, queues)
+    }
+
+    /// While the device is quiesced or not active (no worker owns its disks): call
+    /// `visit` with each disk the device serves, by disk id. The visitor may replace
+    /// a backend with one of the same size and mode: a named snapshot puts a new
+    /// overlay on top of each disk this way. Stops at the first error, which names
+    /// the disk. Devices without disks have nothing to visit.
+    fn visit_disks(&mut self, _visit: &mut DiskVisitor<'_>) -> Result<(), String> {
+        Ok(())
     }
 
     /// The device-specific state (the transport saves queues and registers).

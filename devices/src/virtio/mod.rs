@@ -14,7 +14,7 @@ pub mod scsi;
 mod state;
 
 pub use blk::VirtioBlk;
-pub use device::{ActivateError, ActiveQueue, VirtioDevice, VirtioInterrupt};
+pub use device::{ActivateError, ActiveQueue, DiskVisitor, VirtioDevice, VirtioInterrupt};
 pub use net::VirtioNet;
 pub use scsi::VirtioScsi;
 pub use state::VirtioDeviceState;

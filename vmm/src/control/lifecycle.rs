@@ -168,6 +168,22 @@ impl Lifecycle {
         self.boot()
     }
 
+    /// Replace the machine with one `build` makes from `cfg` and start it (paused if
+    /// asked): a snapshot revert. The old machine goes first, so its taps and disks
+    /// are free for the new one. On error there is no machine; the caller fails the VM.
+    pub(super) fn replace_machine(
+        &mut self,
+        cfg: VmConfig,
+        paused: bool,
+        build: impl FnOnce(&Kvm, &VmConfig, &VmEvents) -> Result<Machine, VmmError>,
+    ) -> Result<(), VmmError> {
+        self.teardown();
+        self.events.drain();
+        self.machine = Some(build(&self.kvm, &cfg, &self.events)?);
+        self.cfg = Some(cfg);
+        self.start_vcpus(paused)
+    }
+
     /// The VM is over: stop everything and remember how the process ends.
     pub(super) fn stop(&mut self, exit: VmExit) {
         self.teardown();
@@ -378,6 +394,11 @@ impl Lifecycle {
             }
             ApiRequest::Migrate(p) => self.api_migrate(p, None),
             ApiRequest::Incoming(p) => self.api_incoming(p),
+            ApiRequest::SnapshotList => self.api_snapshot_list(),
+            ApiRequest::SnapshotGet(name) => self.api_snapshot_get(&name),
+            ApiRequest::SnapshotCreate(p) => self.api_snapshot_create(p),
+            ApiRequest::SnapshotRevert(name, p) => self.api_snapshot_revert(&name, p),
+            ApiRequest::SnapshotDelete(name) => self.api_snapshot_delete(&name),
         }
     }
 }

@@ -9,6 +9,7 @@ mod counters;
 mod lifecycle;
 mod migrate;
 mod persist;
+mod snapshots;
 mod watcher;
 
 use std::path::PathBuf;

@@ -48,8 +48,13 @@ fn write_then_rename<R>(
         Some(d) if !d.as_os_str().is_empty() => d,
         _ => Path::new("."),
     };
+    sync_dir(dir)?;
+    Ok(out)
+}
+
+/// fsync a directory, so the renames and creations in it survive a crash.
+pub fn sync_dir(dir: &Path) -> Result<(), SnapshotError> {
     File::open(dir)
         .and_then(|d| d.sync_all())
-        .map_err(SnapshotError::io(dir, "fsync the directory"))?;
-    Ok(out)
+        .map_err(SnapshotError::io(dir, "fsync the directory"))
 }

@@ -17,9 +17,10 @@ mod memory_file;
 #[cfg(test)]
 mod restore_tests;
 #[cfg(test)]
-mod test_dir;
+pub(crate) mod test_dir;
 
 pub use checksum::crc32;
+pub use durable::{replace_file, sync_dir};
 pub use error::SnapshotError;
 pub use format::{
     decode, encode, read_state_file, write_state_file, Header, Kind, FORMAT_VERSION, MAGIC,

@@ -181,11 +181,14 @@ fn refusals_over_the_socket_never_reach_the_controller() {
     let r = client.request("PATCH", "/v1/vm", None).unwrap();
     assert_eq!(r.status, 405);
     assert_eq!(r.header("allow"), Some("GET, PUT"));
-    let r = client.request("POST", "/v1/vm/snapshots", None).unwrap();
+    let r = client.request("POST", "/v1/vm/nics", None).unwrap();
     assert_eq!(r.status, 501);
     assert_eq!(r.header("content-type"), Some("application/json"));
     let e: crate::control::ApiError = serde_json::from_slice(&r.body).unwrap();
-    assert!(e.message.contains("snapshots"), "{e}");
+    assert!(e.message.contains("hotplug"), "{e}");
+    // A snapshot without its body is refused before the controller.
+    let r = client.request("POST", "/v1/vm/snapshots", None).unwrap();
+    assert_eq!(r.status, 400);
     // A migration without its body is refused before the controller.
     let r = client.request("POST", "/v1/vm/migration", None).unwrap();
     assert_eq!(r.status, 400);

@@ -4,7 +4,9 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Mutex;
 use std::time::Duration;
 
-use crate::control::{ActionReply, ApiError, ApiReply, ApiRequest, VmController, VmInfo, VmState};
+use crate::control::{
+    ActionReply, ApiError, ApiReply, ApiRequest, SnapshotInfo, VmController, VmInfo, VmState,
+};
 
 #[derive(Default)]
 pub(crate) struct Mock {
@@ -38,6 +40,17 @@ pub(crate) fn sample_info() -> VmInfo {
     }
 }
 
+pub(crate) fn sample_snapshot(name: &str) -> SnapshotInfo {
+    SnapshotInfo {
+        name: name.to_string(),
+        description: None,
+        created_unix_ms: 1_800_000_000_000,
+        vm_state: VmState::Running,
+        dir: format!("/srv/snapshots/{name}").into(),
+        disks: vec![],
+    }
+}
+
 impl VmController for Mock {
     fn handle(&self, request: ApiRequest) -> Result<ApiReply, ApiError> {
         let now = self.running.fetch_add(1, Ordering::SeqCst) + 1;
@@ -55,6 +68,14 @@ impl VmController for Mock {
                 state: VmState::Created,
             }),
             ApiRequest::MigrationStatus => ApiReply::Migration(Box::default()),
+            ApiRequest::SnapshotList | ApiRequest::SnapshotDelete(_) => {
+                ApiReply::Snapshots(Default::default())
+            }
+            ApiRequest::SnapshotGet(name) => ApiReply::Snapshot(Box::new(sample_snapshot(&name))),
+            ApiRequest::SnapshotCreate(p) => ApiReply::Snapshot(Box::new(sample_snapshot(&p.name))),
+            ApiRequest::SnapshotRevert(..) => ApiReply::Action(ActionReply {
+                state: VmState::Running,
+            }),
             ApiRequest::Deploy(_)
             | ApiRequest::Migrate(_)
             | ApiRequest::Incoming(_)

@@ -5,8 +5,9 @@ use std::collections::{BTreeMap, BTreeSet};
 use serde_json::Value;
 
 use crate::control::{
-    ActionReply, ApiError, Counters, DiskCounters, MemoryCounters, NicCounters, ShutdownParams,
-    VcpuCounters, VcpuThread, VersionInfo, VmInfo, VmState,
+    ActionReply, ApiError, Counters, DiskCounters, MemoryCounters, NicCounters, RevertParams,
+    ShutdownParams, SnapshotDisk, SnapshotInfo, SnapshotList, SnapshotParams, VcpuCounters,
+    VcpuThread, VersionInfo, VmInfo, VmState,
 };
 use crate::server::routes::ROUTES;
 
@@ -147,4 +148,25 @@ fn object_schemas_list_the_fields_serde_writes() {
     };
     assert_fields(&spec, "ShutdownParams", &params);
     assert_fields(&spec, "ApiError", &ApiError::conflict("x"));
+    let snapshot = SnapshotInfo {
+        name: "s1".into(),
+        description: Some("x".into()),
+        created_unix_ms: 1,
+        vm_state: VmState::Running,
+        dir: "/s/s1".into(),
+        disks: vec![],
+    };
+    assert_fields(&spec, "SnapshotInfo", &snapshot);
+    let disk = SnapshotDisk {
+        id: "d0".into(),
+        layer: None,
+    };
+    assert_fields(&spec, "SnapshotDisk", &disk);
+    assert_fields(&spec, "SnapshotList", &SnapshotList::default());
+    let params = SnapshotParams {
+        name: "s1".into(),
+        description: Some("x".into()),
+    };
+    assert_fields(&spec, "SnapshotParams", &params);
+    assert_fields(&spec, "RevertParams", &RevertParams { paused: Some(true) });
 }

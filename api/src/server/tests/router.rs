@@ -7,7 +7,8 @@ use std::sync::Arc;
 
 use super::mock::Mock;
 use crate::control::{
-    ApiError, ApiRequest, MemoryMode, RestoreParams, SaveParams, ShutdownParams, VmAction,
+    ApiError, ApiRequest, MemoryMode, RestoreParams, RevertParams, SaveParams, ShutdownParams,
+    SnapshotParams, VmAction,
 };
 use crate::server::dispatch::{handle, Ctx, Reply, MAX_BODY_BYTES};
 use crate::server::routes::{Target, ROUTES};
@@ -149,6 +150,45 @@ fn every_route_builds_its_request_and_status() {
             "/v1/vm/actions/resume",
             " ",
             ApiRequest::Action(VmAction::Resume),
+            200,
+        ),
+        ("GET", "/v1/vm/snapshots", "", ApiRequest::SnapshotList, 200),
+        (
+            "POST",
+            "/v1/vm/snapshots",
+            r#"{"name": "before-upgrade", "description": "kernel 6.1"}"#,
+            ApiRequest::SnapshotCreate(SnapshotParams {
+                name: "before-upgrade".into(),
+                description: Some("kernel 6.1".into()),
+            }),
+            201,
+        ),
+        (
+            "GET",
+            "/v1/vm/snapshots/s1",
+            "",
+            ApiRequest::SnapshotGet("s1".into()),
+            200,
+        ),
+        (
+            "POST",
+            "/v1/vm/snapshots/s1/revert",
+            "",
+            ApiRequest::SnapshotRevert("s1".into(), RevertParams::default()),
+            200,
+        ),
+        (
+            "POST",
+            "/v1/vm/snapshots/s1/revert",
+            r#"{"paused": true}"#,
+            ApiRequest::SnapshotRevert("s1".into(), RevertParams { paused: Some(true) }),
+            200,
+        ),
+        (
+            "DELETE",
+            "/v1/vm/snapshots/s1",
+            "",
+            ApiRequest::SnapshotDelete("s1".into()),
             200,
         ),
         // The query string is ignored.
@@ -328,7 +368,7 @@ fn reserved_routes_are_501_naming_the_feature() {
             _ => None,
         })
         .collect();
-    assert_eq!(reserved.len(), 8);
+    assert_eq!(reserved.len(), 4);
     for (route, feature) in reserved {
         let url = route
             .path
@@ -337,6 +377,30 @@ fn reserved_routes_are_501_naming_the_feature() {
         let reply = call(&mock, route.method, &url, "{}");
         assert_refused(&mock, &reply, 501, feature);
     }
+}
+
+#[test]
+fn bad_snapshot_names_are_refused_before_the_controller() {
+    let mock = Arc::new(Mock::default());
+    for (method, url, body) in [
+        ("POST", "/v1/vm/snapshots", r#"{"name": "../etc"}"#),
+        ("POST", "/v1/vm/snapshots", r#"{"name": ""}"#),
+        ("GET", "/v1/vm/snapshots/.hidden", ""),
+        ("DELETE", "/v1/vm/snapshots/a%2Fb", ""),
+        ("POST", "/v1/vm/snapshots/-x/revert", ""),
+    ] {
+        let reply = call(&mock, method, url, body);
+        assert_refused(&mock, &reply, 400, "name");
+    }
+    let reply = call(&mock, "POST", "/v1/vm/snapshots", r#"{"nam": "s1"}"#);
+    assert_refused(&mock, &reply, 400, "nam");
+    let reply = call(
+        &mock,
+        "POST",
+        "/v1/vm/snapshots/s1/revert",
+        r#"{"paused": 1}"#,
+    );
+    assert_refused(&mock, &reply, 400, "revert parameters");
 }
 
 #[test]

@@ -183,3 +183,32 @@ fn readonly_refuses_writes() {
     drop(disk);
     assert_eq!(fs::read(&path).unwrap(), before);
 }
+
+#[test]
+fn header_gives_size_and_backing_name() {
+    let dir = TempDir::new().unwrap();
+    let base = dir.as_path().join("base.raw");
+    fs::write(&base, vec![0u8; 4096]).unwrap();
+    assert_eq!(read_qcow2_header(&base).unwrap(), None, "raw is no qcow2");
+    let mid = new_image(dir.as_path(), "mid.qcow2", 8 * MIB);
+    let h = read_qcow2_header(&mid).unwrap().unwrap();
+    assert_eq!((h.size, h.backing.clone()), (8 * MIB, None));
+    assert_eq!(h.backing_path(&mid), None);
+    let top = dir.as_path().join("top.qcow2");
+    Qcow2Disk::create(&top, 8 * MIB, Some(("mid.qcow2", DiskFormat::Qcow2))).unwrap();
+    let h = read_qcow2_header(&top).unwrap().unwrap();
+    assert_eq!(h.backing.as_deref(), Some("mid.qcow2"));
+    assert_eq!(h.backing_path(&top), Some(mid));
+    let abs = dir.as_path().join("abs.qcow2");
+    let target = base.to_str().unwrap();
+    Qcow2Disk::create(&abs, 4096, Some((target, DiskFormat::Raw))).unwrap();
+    let h = read_qcow2_header(&abs).unwrap().unwrap();
+    assert_eq!(h.backing_path(&abs), Some(base));
+    // A short file is not qcow2 either; a missing one is an error.
+    fs::write(dir.as_path().join("short"), b"QFI").unwrap();
+    assert_eq!(
+        read_qcow2_header(&dir.as_path().join("short")).unwrap(),
+        None
+    );
+    assert!(read_qcow2_header(&dir.as_path().join("missing")).is_err());
+}

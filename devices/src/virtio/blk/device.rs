@@ -20,8 +20,8 @@ use super::worker::{QueueWorker, StopMode, Worker, WorkerHandle};
 use crate::block::{open_disk, DiskBackend, DiskError, SECTOR_SIZE};
 use crate::state::StateError;
 use crate::virtio::{
-    ActivateError, ActiveQueue, GuestMemoryMmap, VirtioDevice, VirtioDeviceState, VirtioInterrupt,
-    F_RING_EVENT_IDX, TYPE_BLOCK,
+    ActivateError, ActiveQueue, DiskVisitor, GuestMemoryMmap, VirtioDevice, VirtioDeviceState,
+    VirtioInterrupt, F_RING_EVENT_IDX, TYPE_BLOCK,
 };
 
 pub struct VirtioBlk {
@@ -259,6 +259,29 @@ impl VirtioDevice for VirtioBlk {
                 self.id
             ))),
         }
+    }
+
+    fn visit_disks(&mut self, visit: &mut DiskVisitor<'_>) -> Result<(), String> {
+        if self.worker.is_some() {
+            return Err(format!("disk {}: active (quiesce it first)", self.id));
+        }
+        let Some(backend) = self.backend.as_mut() else {
+            return Err(format!(
+                "disk {}: backend lost after a worker failure",
+                self.id
+            ));
+        };
+        visit(&self.id, backend)?;
+        // The guest was told the capacity and mode once; a replacement must match.
+        if backend.size() / SECTOR_SIZE != self.capacity_sectors
+            || backend.is_read_only() != self.read_only
+        {
+            return Err(format!(
+                "disk {}: the replacement image differs in size or mode",
+                self.id
+            ));
+        }
+        Ok(())
     }
 
     fn save_state(&self) -> VirtioDeviceState {

@@ -13,6 +13,7 @@
 
 use super::device::{Run, VirtioPciDevice};
 use crate::state::StateError;
+use crate::virtio::DiskVisitor;
 
 impl VirtioPciDevice {
     /// Complete every request in flight and stop the device's workers, keeping the
@@ -64,6 +65,17 @@ impl VirtioPciDevice {
                 Err(StateError::failed(format!("cannot resume: {e}")).within(&self.name, ""))
             }
         }
+    }
+
+    /// [`VirtioDevice::visit_disks`] of the device; refused while it runs (quiesce
+    /// it first).
+    ///
+    /// [`VirtioDevice::visit_disks`]: crate::virtio::VirtioDevice::visit_disks
+    pub fn visit_disks(&mut self, visit: &mut DiskVisitor<'_>) -> Result<(), String> {
+        if matches!(self.run, Run::Active) {
+            return Err(format!("{}: running (quiesce it first)", self.name));
+        }
+        self.device.visit_disks(visit)
     }
 
     /// Whether the device's workers are stopped with the queues kept.

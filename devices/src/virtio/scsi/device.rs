@@ -14,8 +14,8 @@ use super::{MAX_TARGETS, NUM_QUEUES, QUEUE_SIZE};
 use crate::block::WaitCanceller;
 use crate::state::StateError;
 use crate::virtio::{
-    ActivateError, ActiveQueue, GuestMemoryMmap, VirtioDevice, VirtioDeviceState, VirtioInterrupt,
-    F_RING_EVENT_IDX, F_RING_INDIRECT_DESC, F_VERSION_1, TYPE_SCSI,
+    ActivateError, ActiveQueue, DiskVisitor, GuestMemoryMmap, VirtioDevice, VirtioDeviceState,
+    VirtioInterrupt, F_RING_EVENT_IDX, F_RING_INDIRECT_DESC, F_VERSION_1, TYPE_SCSI,
 };
 
 /// Why a controller could not be built from its disks.
@@ -175,6 +175,40 @@ impl VirtioDevice for VirtioScsi {
         })?;
         tracing::debug!("virtio-scsi quiesced");
         Ok(queues)
+    }
+
+    fn visit_disks(&mut self, visit: &mut DiskVisitor<'_>) -> Result<(), String> {
+        if self.worker.is_some() {
+            return Err("virtio-scsi: active (quiesce it first)".into());
+        }
+        let result = self.luns.iter().try_for_each(|lun| {
+            let mut lun = lun.lock().unwrap_or_else(|e| e.into_inner());
+            let lun = &mut *lun;
+            visit(&lun.id, &mut lun.backend)?;
+            // The guest read the capacity and mode once; a replacement must match.
+            if lun.backend.size() / BLOCK_SIZE != lun.blocks
+                || lun.backend.is_read_only() != lun.read_only
+            {
+                return Err(format!(
+                    "disk {}: the replacement image differs in size or mode",
+                    lun.id
+                ));
+            }
+            lun.volatile_cache = lun.backend.has_volatile_cache();
+            Ok(())
+        });
+        // A replaced backend brings its own throttle, and its own canceller.
+        self.cancellers = self
+            .luns
+            .iter()
+            .filter_map(|l| {
+                l.lock()
+                    .unwrap_or_else(|e| e.into_inner())
+                    .backend
+                    .wait_canceller()
+            })
+            .collect();
+        result
     }
 
     fn save_state(&self) -> VirtioDeviceState {

@@ -7,6 +7,7 @@
 //! memory, before the vCPUs run: [`PciBus::restore_state`].
 
 use oxvm_devices::virtio::pci::layout::BAR_SIZE;
+use oxvm_devices::virtio::DiskVisitor;
 use oxvm_devices::StateError;
 
 use super::{PciBus, PciSlot};
@@ -45,6 +46,14 @@ impl PciBus {
             }
         }
         result
+    }
+
+    /// Visit every disk of every function (see `VirtioDevice::visit_disks`), in slot
+    /// order; the functions must be quiesced or inactive. Stops at the first error.
+    pub fn visit_disks(&self, visit: &mut DiskVisitor<'_>) -> Result<(), String> {
+        self.devices
+            .iter()
+            .try_for_each(|d| d.lock().visit_disks(visit))
     }
 
     /// Every function's state, by slot. Refused while a device still runs (call
