@@ -49,9 +49,15 @@ records the last probe and the load average with the run. The oxvm binary is cop
 into the work directory first, so a concurrent rebuild of target/ does not change it
 mid-run.
 
+  4. named snapshot of the idle guest with a 64 MiB qcow2 disk (`snapshots_dir` set):
+     `POST /v1/vm/snapshots {"name": "s1"}` round trip (the guest is paused for it),
+     then once the guest counted on, `POST /v1/vm/snapshots/s1/revert` round trip and
+     the time until the reverted guest's counter moves (memory is copied back from the
+     snapshot, the machine rebuilt), then `DELETE /v1/vm/snapshots/s1`.
+
 Usage: python3 bench/snapshot.py [--runs 3] [--sizes 256:64,1024:256] [--dirty-mib 16]
            [--downtimes 300,30] [--transports tcp,unix] [--max-iterations 30]
-           [--only save,restore,migrate] [--drop-caches] [--quiet-wait 60]
+           [--only save,restore,migrate,named] [--drop-caches] [--quiet-wait 60]
            [--oxvm PATH] [--keep] [--json-out F]
 Python 3 standard library only. Needs /dev/kvm (root or the kvm group) and ptrace
 access to its own children (/proc/<pid>/mem).
@@ -138,7 +144,7 @@ class Guest:
         self.kind = "dirty" if self.pages else "idle"
 
 
-def write_vm(workdir, tag, guest, ram_mib):
+def write_vm(workdir, tag, guest, ram_mib, extra=None):
     code = os.path.join(workdir, f"{tag}.bin")
     with open(code, "wb") as f:
         f.write(guest.code)
@@ -148,6 +154,7 @@ def write_vm(workdir, tag, guest, ram_mib):
         "serial": {"mode": "off"},
         "shutdown": {"timeout_s": 1},
     }
+    vm.update(extra or {})
     path = os.path.join(workdir, f"{tag}.json")
     with open(path, "w") as f:
         json.dump(vm, f, indent=2)
@@ -420,8 +427,8 @@ class Bench:
     def note(self, key, text):
         self.commands.setdefault(key, text)
 
-    def boot_source(self, guest, ram_mib, tag):
-        vm_file = write_vm(self.work, f"{tag}", guest, ram_mib)
+    def boot_source(self, guest, ram_mib, tag, extra=None):
+        vm_file = write_vm(self.work, f"{tag}", guest, ram_mib, extra)
         sock = self.path("src.sock")
         cmd = [self.a.oxvm, "run", "--api-socket", sock, vm_file]
         self.note(f"run-{guest.kind}", " ".join(cmd))
@@ -535,6 +542,63 @@ class Bench:
             "guest_runs_ms": round((t_run - t0) * 1e3, 1),
             "rss_mib": round(rss / 1024, 1) if rss else None,
             "rss_0_5s_later_mib": round(rss_later / 1024, 1) if rss_later else None,
+            "others_busy_pct": others,
+            "load": loadavg(),
+        }
+
+    # -- 4. named snapshots ---------------------------------------------------
+
+    def named(self, guest, ram_mib, tag):
+        """Take a named snapshot of the running guest (qcow2 disk + state + memory),
+        let it run on, revert to it: round trips, and when the counter moves again."""
+        others = self.quiet()
+        disk = self.path("disk.qcow2")
+        subprocess.check_call(["qemu-img", "create", "-q", "-f", "qcow2", disk, "64M"])
+        snaps = self.path("snaps")
+        extra = {"disks": [{"id": "d0", "path": disk, "format": "qcow2"}],
+                 "snapshots_dir": snaps}
+        p, sock, ram, _, _ = self.boot_source(guest, ram_mib, tag, extra)
+        self.note("snapshot-create", 'POST /v1/vm/snapshots {"name": "s1"}')
+        t0 = time.monotonic()
+        st, r = http(sock, "POST", "/v1/vm/snapshots", {"name": "s1"}, timeout=self.a.timeout)
+        create_s = time.monotonic() - t0
+        if st != 201:
+            raise BenchError(f"snapshot create: {st} {r}\n{tail(p.log_path)}")
+        with open(os.path.join(snaps, "s1", "memory.raw"), "rb") as f:
+            f.seek(COUNTER_GPA)
+            at_snapshot = struct.unpack("<Q", f.read(8))[0]
+        wait_for(lambda: ram.u64(COUNTER_GPA) > at_snapshot + 1000, 30, "guest after snapshot", p)
+        ram.close()
+        self.note("snapshot-revert", "POST /v1/vm/snapshots/s1/revert")
+        t0 = time.monotonic()
+        st, r = http(sock, "POST", "/v1/vm/snapshots/s1/revert", {}, timeout=self.a.timeout)
+        revert_s = time.monotonic() - t0
+        if st != 200 or r.get("state") != "running":
+            raise BenchError(f"snapshot revert: {st} {r}\n{tail(p.log_path)}")
+        # The reverted guest runs in new memory: find it, then see the counter move.
+        ram = GuestRam(p.pid, guest.ram, guest.code)
+        wait_for(ram.ready, 30, "reverted guest RAM", p, 0.0005)
+        c = ram.u64(COUNTER_GPA)
+        if c < at_snapshot:
+            raise BenchError(f"revert: counter {c} below the snapshot's {at_snapshot}")
+        wait_for(lambda: ram.u64(COUNTER_GPA) != c, 30, "reverted guest runs", p, 0.0002)
+        runs_s = time.monotonic() - t0
+        problem = check_memory(ram, guest)
+        ram.close()
+        if problem:
+            raise BenchError(f"revert: {problem}")
+        self.note("snapshot-delete", "DELETE /v1/vm/snapshots/s1")
+        t0 = time.monotonic()
+        st, r = http(sock, "DELETE", "/v1/vm/snapshots/s1", timeout=self.a.timeout)
+        delete_s = time.monotonic() - t0
+        if st != 200:
+            raise BenchError(f"snapshot delete: {st} {r}")
+        self.destroy(p, sock)
+        return {
+            "create_ms": round(create_s * 1e3, 1),
+            "revert_ms": round(revert_s * 1e3, 1),
+            "revert_guest_runs_ms": round(runs_s * 1e3, 1),
+            "delete_ms": round(delete_s * 1e3, 1),
             "others_busy_pct": others,
             "load": loadavg(),
         }
@@ -719,7 +783,7 @@ def main():
     ap.add_argument("--downtimes", default="300,30", help="downtime_ms targets")
     ap.add_argument("--transports", default="tcp,unix")
     ap.add_argument("--max-iterations", type=int, default=30)
-    ap.add_argument("--only", default="save,restore,migrate")
+    ap.add_argument("--only", default="save,restore,migrate,named")
     ap.add_argument("--drop-caches", action="store_true",
                     help="sync + drop the page cache before each restore (root; cold file)")
     ap.add_argument("--poll-ms", type=float, default=2.0, help="migration observer interval")
@@ -762,7 +826,7 @@ def main():
     b = Bench(a, work)
     # A SIGTERM ends the script through `finally`, which kills the VMs it started.
     signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))
-    results = {"facts": facts, "save": {}, "restore": {}, "migrate": {}}
+    results = {"facts": facts, "save": {}, "restore": {}, "migrate": {}, "named": {}}
 
     def dump():
         if a.json_out:
@@ -787,6 +851,15 @@ def main():
                             log(f"{size} run {i + 1}: restore {mode}: API running "
                                 f"{rr['api_running_ms']} ms, guest runs {rr['guest_runs_ms']} ms")
                     shutil.rmtree(d)
+                    dump()
+            if "named" in only:
+                idle = Guest(ram_mib, fill_mib, 0)
+                for i in range(a.runs):
+                    n = b.named(idle, ram_mib, f"named{ram_mib}")
+                    results["named"].setdefault(size, []).append(n)
+                    log(f"{size} run {i + 1}: snapshot {n['create_ms']} ms, revert "
+                        f"{n['revert_ms']} ms (guest runs {n['revert_guest_runs_ms']} ms), "
+                        f"delete {n['delete_ms']} ms, load {n['load']}")
                     dump()
             if "migrate" in only:
                 dirty_g = Guest(ram_mib, fill_mib, a.dirty_mib)
@@ -849,6 +922,16 @@ def main():
               ["guest RAM, memory", "API `running` ms", "guest counter moves ms",
                "RSS MiB then", "RSS MiB 0.5 s later", "machine busy % before (max)"], rows)
         per_run(results["restore"], "restore", ["api_running_ms", "guest_runs_ms", "others_busy_pct", "load"])
+    if results["named"]:
+        rows = []
+        for case, rs in results["named"].items():
+            rows.append([case, fmt(med(rs, "create_ms")), fmt(med(rs, "revert_ms")),
+                         fmt(med(rs, "revert_guest_runs_ms")), fmt(med(rs, "delete_ms")),
+                         fmt(max(r["others_busy_pct"] for r in rs), 0)])
+        table("Named snapshots of the running guest (one qcow2 disk): API round trips",
+              ["guest RAM", "create ms (guest paused)", "revert ms", "revert → counter moves ms",
+               "delete ms", "machine busy % before (max)"], rows)
+        per_run(results["named"], "named", ["create_ms", "revert_ms", "delete_ms", "load"])
     if results["migrate"]:
         rows = []
         for case, rs in results["migrate"].items():

@@ -216,6 +216,20 @@ fn snapshots_outlive_the_process_and_a_save_restore() {
     assert_eq!(st, 200, "{r}");
     assert_eq!(a.run.wait(T).code(), Some(0));
 
+    // A named snapshot is not a saved VM: restoring it would pair its memory with
+    // today's disks. Refused, nothing starts.
+    let out = api_command(&s, &["restore"], &s.path().join("x.sock"))
+        .arg(s.path().join("snaps/keep"))
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.contains("named snapshot") && err.contains("snapshot-revert"),
+        "{err}"
+    );
+    assert!(!s.path().join("x.sock").exists());
+
     // A restored process knows the snapshot (it lives in snapshots_dir) and reverts.
     let sock = s.path().join("b.sock");
     let mut cmd = api_command(&s, &["restore"], &sock);

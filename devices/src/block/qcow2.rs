@@ -92,7 +92,7 @@ impl Qcow2Disk {
 
     /// Create (or overwrite) a qcow2 image of `size` bytes at `path`, optionally on top
     /// of `backing` (a file name as stored in the header: relative names are resolved
-    /// against the new image's directory when it is opened).
+    /// against the new image's directory when it is opened), and fsync it.
     pub fn create(path: &Path, size: u64, backing: Option<(&str, DiskFormat)>) -> io::Result<()> {
         let file =
             ImagoFile::create_open(StorageCreateOptions::new().filename(path).overwrite(true))?;
@@ -104,7 +104,10 @@ impl Qcow2Disk {
             };
             builder = builder.backing(name.to_string(), format.to_string());
         }
-        builder.create()
+        builder.create()?;
+        // imago's create ends with a flush, which is no fsync for a plain file: a new
+        // overlay put in place of a live image must be on stable storage first.
+        std::fs::File::open(path)?.sync_all()
     }
 
     pub fn cluster_size(&self) -> u64 {

@@ -150,12 +150,21 @@ impl Lifecycle {
     pub fn restore(&mut self, p: &RestoreParams) -> Result<(), VmmError> {
         let started = Instant::now();
         let (header, mut snap): (_, VmSnapshot) = read_state_file(&p.dir.join(STATE_FILE))?;
-        if header.kind != Kind::Snapshot {
-            return Err(VmmError::Device(format!(
-                "{}: holds a {:?} state, not a saved VM",
-                p.dir.join(STATE_FILE).display(),
-                header.kind
-            )));
+        match header.kind {
+            Kind::Snapshot => {}
+            Kind::NamedSnapshot => {
+                return Err(VmmError::Device(format!(
+                    "{} is a named snapshot, not a saved VM: revert to it with `oxvm ctl \
+                     snapshot-revert NAME` (a restore would pair its memory with today's disks)",
+                    p.dir.display()
+                )))
+            }
+            other => {
+                return Err(VmmError::Device(format!(
+                    "{}: holds a {other:?} state, not a saved VM",
+                    p.dir.join(STATE_FILE).display()
+                )))
+            }
         }
         apply_overrides(&mut snap.config, &p.disks, &p.taps)?;
         let mode = match p.memory {

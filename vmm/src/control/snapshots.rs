@@ -11,13 +11,12 @@ use oxvm_api::control::{RevertParams, SnapshotDisk, SnapshotInfo, SnapshotList, 
 use oxvm_api::{ApiError, ApiReply, VmConfig, VmState};
 
 use super::lifecycle::Lifecycle;
-use crate::error::VmmError;
 use crate::machine::{Machine, Start};
 use crate::machine_state::{MemorySource, RestoreSource, VmSnapshot};
 use crate::memory::MemoryRestore;
 use crate::named_snapshots::{
-    abandon_revert, collect_garbage, commit_revert, freeze, layer_path, plan, plan_revert,
-    prepare_revert, thaw, MetaDisk, NamedSnapshotError, SnapshotMeta, SnapshotStore,
+    collect_garbage, commit_revert, finish_revert, freeze, layer_path, plan, plan_revert,
+    prepare_revert, thaw, undo_revert, MetaDisk, NamedSnapshotError, SnapshotMeta, SnapshotStore,
 };
 use crate::snapshot::{
     check_memory_file, read_state_file, save_memory, write_state_file, Kind, MEMORY_FILE,
@@ -74,6 +73,16 @@ fn revert_config(snap: VmConfig, live: &VmConfig) -> Result<VmConfig, NamedSnaps
         if let Some(now) = live.nics.iter().find(|l| l.id == n.id) {
             n.tap = now.tap.clone();
         }
+    }
+    if let Some(extra) = live
+        .disks
+        .iter()
+        .find(|l| !cfg.disks.iter().any(|d| d.id == l.id))
+    {
+        return Err(NamedSnapshotError::Conflict(format!(
+            "the VM has disk {:?}, which the snapshot does not have",
+            extra.id
+        )));
     }
     cfg.snapshots_dir = live.snapshots_dir.clone();
     cfg.api_socket = live.api_socket.clone();
@@ -140,7 +149,7 @@ impl Lifecycle {
             let dir = staging.insert(store.stage(&p.name)?);
             let snap = machine.save_state(&cfg, vcpus)?;
             save_memory(machine.guest_memory(), &dir.join(MEMORY_FILE))?;
-            write_state_file(&dir.join(STATE_FILE), Kind::Snapshot, &snap)?;
+            write_state_file(&dir.join(STATE_FILE), Kind::NamedSnapshot, &snap)?;
             let frozen = freeze(machine, &plans)?;
             let meta = SnapshotMeta {
                 name: p.name.clone(),
@@ -202,9 +211,9 @@ impl Lifecycle {
         let dir = store.path_of(name);
         let (header, snap): (_, VmSnapshot) =
             read_state_file(&dir.join(STATE_FILE)).map_err(|e| api_err(e.into()))?;
-        if header.kind != Kind::Snapshot {
+        if header.kind != Kind::NamedSnapshot {
             return Err(ApiError::internal(format!(
-                "{}: holds a {:?} state, not a snapshot",
+                "{}: holds a {:?} state, not a named snapshot's",
                 dir.join(STATE_FILE).display(),
                 header.kind
             )));
@@ -232,12 +241,9 @@ impl Lifecycle {
             return Err(api_err(e));
         }
         if let Err(e) = commit_revert(&plans) {
-            abandon_revert(&plans);
-            // Some live images may already be replaced: the old machine cannot go on
-            // safely on them.
-            let err = ApiError::internal(e.to_string());
-            self.fail(VmmError::Device(format!("revert to {name:?}: {e}")));
-            return Err(err);
+            // Every disk is as it was: the VM goes on.
+            self.resume_after_refused_revert();
+            return Err(api_err(e));
         }
         let src = RestoreSource {
             state: &snap,
@@ -247,10 +253,15 @@ impl Lifecycle {
             Machine::build_from(kvm, cfg, events, Start::Restore(&src))
         });
         if let Err(e) = rebuilt {
-            let err = ApiError::internal(format!("revert to {name:?}: {e}"));
+            // The old machine is gone, but not what its guest wrote.
+            undo_revert(&plans);
+            let err = ApiError::internal(format!(
+                "revert to {name:?}: {e} (the VM is stopped; its disks are as before the revert)"
+            ));
             self.fail(e);
             return Err(err);
         }
+        finish_revert(&plans);
         tracing::info!(
             "reverted to snapshot {name:?} in {} ms",
             started.elapsed().as_millis()

@@ -13,29 +13,35 @@ use super::error::NamedSnapshotError;
 use super::layers::layer_path;
 use super::store::SnapshotStore;
 
-/// Longest backing chain followed (a loop in badly made images must not hang us).
-const MAX_CHAIN: usize = 256;
+/// Longest backing chain followed; a longer one (or a loop in badly made images)
+/// stops the collection rather than hang it.
+const MAX_CHAIN: usize = 4096;
 
 /// The same file whatever path names it.
 fn canonical(p: &Path) -> PathBuf {
     std::fs::canonicalize(p).unwrap_or_else(|_| p.to_path_buf())
 }
 
-/// `top` and every image below it, as canonical paths.
-fn chain(top: &Path, into: &mut HashSet<PathBuf>) {
+/// Add `top` and every image below it, as canonical paths. Any image that cannot be
+/// read, or a chain too long to follow, is an error: what lies below it is unknown,
+/// so nothing may be removed.
+fn chain(top: &Path, into: &mut HashSet<PathBuf>) -> Result<(), NamedSnapshotError> {
     let mut cur = top.to_path_buf();
     for _ in 0..MAX_CHAIN {
         if !into.insert(canonical(&cur)) {
-            return;
+            return Ok(()); // the rest is already known
         }
-        match read_qcow2_header(&cur) {
-            Ok(Some(h)) => match h.backing_path(&cur) {
-                Some(next) => cur = next,
-                None => return,
-            },
-            _ => return,
+        let header =
+            read_qcow2_header(&cur).map_err(NamedSnapshotError::io(&cur, "read the header of"))?;
+        match header.and_then(|h| h.backing_path(&cur)) {
+            Some(next) => cur = next,
+            None => return Ok(()),
         }
     }
+    Err(NamedSnapshotError::Conflict(format!(
+        "the backing chain of {} is longer than {MAX_CHAIN} images; not collecting layers",
+        top.display()
+    )))
 }
 
 /// Remove every retired layer that no live disk and no remaining snapshot is built
@@ -51,12 +57,12 @@ pub fn collect_garbage(
     }
     let mut used = HashSet::new();
     for d in &cfg.disks {
-        chain(&d.path, &mut used);
+        chain(&d.path, &mut used)?;
     }
     for meta in store.list()? {
         for (id, name) in meta.layers() {
             if let Some(p) = layer_path(cfg, id, name) {
-                chain(&p, &mut used);
+                chain(&p, &mut used)?;
             }
         }
     }

@@ -17,13 +17,15 @@
 
 use std::path::{Path, PathBuf};
 
-use oxvm_api::{DiskConfig, DiskFormat, VmConfig};
-use oxvm_devices::block::{detect_format, open_disk, read_qcow2_header, DiskBackend, Qcow2Disk};
+use oxvm_api::{CacheMode, DiscardMode, DiskConfig, DiskFormat, VmConfig};
+use oxvm_devices::block::{
+    detect_format, open_disk, read_qcow2_header, DiskBackend, DiskOptions, Qcow2Disk,
+};
 
 use super::error::NamedSnapshotError;
 use super::meta::SnapshotMeta;
 use crate::machine::Machine;
-use crate::snapshot::sync_dir;
+use crate::snapshot::{sync_dir, SnapshotError};
 
 /// How many `.N` suffixes are tried when `F.S` is taken (by a retired layer of an
 /// earlier snapshot with the same name).
@@ -75,6 +77,24 @@ pub fn plan(cfg: &VmConfig, name: &str) -> Result<Vec<LayerPlan>, NamedSnapshotE
                 NamedSnapshotError::Refused(format!("disks[{i}] (id {:?}): {e}", d.id))
             })?,
         };
+        match d.path.symlink_metadata() {
+            Ok(m) if m.file_type().is_file() => {}
+            Ok(m) => {
+                let what = if m.file_type().is_symlink() {
+                    "a symbolic link"
+                } else {
+                    "not a regular file"
+                };
+                return Err(NamedSnapshotError::Refused(format!(
+                    "disks[{i}] (id {:?}): {} is {what}; named snapshots rename the image \
+                     and put an overlay in its place, so the path must be the image file \
+                     itself",
+                    d.id,
+                    d.path.display()
+                )));
+            }
+            Err(e) => return Err(NamedSnapshotError::io(&d.path, "inspect")(e)),
+        }
         if format == DiskFormat::Raw {
             return Err(NamedSnapshotError::Refused(format!(
                 "disks[{i}] (id {:?}): {} is a raw image; named snapshots layer qcow2 disks \
@@ -173,8 +193,9 @@ fn freeze_one(
     created
 }
 
-/// Undo [`freeze`]: the old backends go back into the devices, the overlays are
-/// removed and the layers renamed back to the live names.
+/// Undo [`freeze`]: the old backends go back into the devices and each layer is
+/// renamed back over its overlay (one atomic rename: the live path never goes
+/// missing). Every disk is tried even if one fails.
 pub fn thaw(machine: &mut Machine, plans: &[LayerPlan], mut frozen: Frozen) {
     let result = machine.visit_disks(&mut |id, backend| {
         let Some(pos) = frozen.old.iter().position(|(d, _)| d == id) else {
@@ -182,17 +203,23 @@ pub fn thaw(machine: &mut Machine, plans: &[LayerPlan], mut frozen: Frozen) {
         };
         let (_, old) = frozen.old.remove(pos);
         drop(std::mem::replace(backend, old));
-        if let Some(p) = plans.iter().find(|p| p.disk.id == id) {
-            if let Some(layer) = &p.layer {
-                let _ = std::fs::remove_file(&p.disk.path);
-                std::fs::rename(layer, &p.disk.path).map_err(|e| {
-                    format!(
-                        "disk {id}: cannot move {} back to {}: {e}",
-                        layer.display(),
-                        p.disk.path.display()
-                    )
-                })?;
-            }
+        let Some((live, layer)) = plans
+            .iter()
+            .find(|p| p.disk.id == id)
+            .and_then(|p| Some((&p.disk.path, p.layer.as_ref()?)))
+        else {
+            return Ok(());
+        };
+        match std::fs::rename(layer, live)
+            .map_err(SnapshotError::io(live, "rename back"))
+            .and_then(|()| sync_dir(dir_of(live)))
+        {
+            Ok(()) => {}
+            Err(e) => tracing::error!(
+                "undoing a failed snapshot: disk {id}: {} is left as the layer of {}: {e}",
+                layer.display(),
+                live.display()
+            ),
         }
         Ok(())
     });
@@ -209,7 +236,9 @@ impl Frozen {
     }
 }
 
-/// What a revert does to one disk: a new overlay on `layer` replaces `live`.
+/// What a revert does to one disk: a new overlay on `layer` replaces `live`; the old
+/// live image is kept aside until the machine is rebuilt, so a failed revert can put
+/// it back.
 #[derive(Debug, Clone)]
 pub struct RevertPlan {
     pub id: String,
@@ -219,10 +248,18 @@ pub struct RevertPlan {
 }
 
 impl RevertPlan {
+    /// A hidden name next to the live image (snapshot names cannot start with a dot,
+    /// so no layer is ever called this).
+    fn hidden(&self, what: &str) -> PathBuf {
+        dir_of(&self.live).join(format!(".{}.oxvm-{what}", file_name(&self.live)))
+    }
+
     fn tmp(&self) -> PathBuf {
-        let mut name = self.live.clone().into_os_string();
-        name.push(".revert-tmp");
-        name.into()
+        self.hidden("revert-new")
+    }
+
+    fn aside(&self) -> PathBuf {
+        self.hidden("revert-old")
     }
 }
 
@@ -271,13 +308,34 @@ pub fn plan_revert(
     Ok(plans)
 }
 
-/// Create each revert overlay under a temporary name (nothing live changes yet).
+/// Create each revert overlay under its hidden name and open it read-only, which
+/// opens the layer's whole backing chain: a broken chain is found here, while nothing
+/// live has changed. On error nothing is left behind.
 pub fn prepare_revert(plans: &[RevertPlan]) -> Result<(), NamedSnapshotError> {
     for (i, p) in plans.iter().enumerate() {
-        let name = file_name(&p.layer);
-        if let Err(e) = Qcow2Disk::create(&p.tmp(), p.size, Some((&name, DiskFormat::Qcow2))) {
+        let made = (|| {
+            let tmp = p.tmp();
+            // A leftover of an interrupted revert (the name is ours alone).
+            let _ = std::fs::remove_file(&tmp);
+            let name = file_name(&p.layer);
+            Qcow2Disk::create(&tmp, p.size, Some((&name, DiskFormat::Qcow2)))
+                .map_err(NamedSnapshotError::io(&tmp, "create the overlay"))?;
+            let opts = DiskOptions {
+                readonly: true,
+                cache: CacheMode::Writeback,
+                discard: DiscardMode::Ignore,
+            };
+            Qcow2Disk::open(&tmp, opts).map(drop).map_err(|e| {
+                NamedSnapshotError::Conflict(format!(
+                    "disk {:?}: the chain under {} cannot be opened: {e}",
+                    p.id,
+                    p.layer.display()
+                ))
+            })
+        })();
+        if let Err(e) = made {
             abandon_revert(&plans[..=i]);
-            return Err(NamedSnapshotError::io(p.tmp(), "create the overlay")(e));
+            return Err(e);
         }
     }
     Ok(())
@@ -290,12 +348,25 @@ pub fn abandon_revert(plans: &[RevertPlan]) {
     }
 }
 
-/// Put the prepared overlays in place of the live images.
+/// Put the prepared overlays in place of the live images, each old live image kept
+/// aside. On error the disks done so far are put back and the overlays removed.
 pub fn commit_revert(plans: &[RevertPlan]) -> Result<(), NamedSnapshotError> {
-    for p in plans {
-        std::fs::rename(p.tmp(), &p.live)
-            .map_err(NamedSnapshotError::io(&p.live, "replace the live image"))?;
-        sync_dir(dir_of(&p.live))?;
+    for (i, p) in plans.iter().enumerate() {
+        let swapped = std::fs::rename(&p.live, p.aside())
+            .map_err(NamedSnapshotError::io(&p.live, "move aside"))
+            .and_then(|()| {
+                std::fs::rename(p.tmp(), &p.live).map_err(|e| {
+                    // Put this one back before reporting.
+                    let _ = std::fs::rename(p.aside(), &p.live);
+                    NamedSnapshotError::io(&p.live, "replace the live image")(e)
+                })
+            })
+            .and_then(|()| Ok(sync_dir(dir_of(&p.live))?));
+        if let Err(e) = swapped {
+            undo_revert(&plans[..i]);
+            abandon_revert(plans);
+            return Err(e);
+        }
         tracing::info!(
             "disk {}: {} is a new overlay on {}",
             p.id,
@@ -304,4 +375,31 @@ pub fn commit_revert(plans: &[RevertPlan]) -> Result<(), NamedSnapshotError> {
         );
     }
     Ok(())
+}
+
+/// The revert is over: the old live images go.
+pub fn finish_revert(plans: &[RevertPlan]) {
+    for p in plans {
+        if let Err(e) = std::fs::remove_file(p.aside()) {
+            tracing::warn!("cannot remove {}: {e}", p.aside().display());
+        }
+    }
+}
+
+/// The revert failed after [`commit_revert`]: the old live images go back in place
+/// (what the guest had written is kept).
+pub fn undo_revert(plans: &[RevertPlan]) {
+    for p in plans {
+        match std::fs::rename(p.aside(), &p.live) {
+            Ok(()) => {
+                let _ = sync_dir(dir_of(&p.live));
+            }
+            Err(e) => tracing::error!(
+                "disk {}: cannot move {} back to {}: {e}",
+                p.id,
+                p.aside().display(),
+                p.live.display()
+            ),
+        }
+    }
 }

@@ -40,11 +40,39 @@ pub struct SnapshotMeta {
 impl SnapshotMeta {
     pub fn read(path: &Path) -> Result<SnapshotMeta, NamedSnapshotError> {
         let text = std::fs::read(path).map_err(NamedSnapshotError::io(path, "read"))?;
-        serde_json::from_slice(&text).map_err(|e| NamedSnapshotError::Io {
+        let bad = |e: String| NamedSnapshotError::Io {
             path: path.to_path_buf(),
             action: "parse",
             source: std::io::Error::new(std::io::ErrorKind::InvalidData, e),
-        })
+        };
+        let meta: SnapshotMeta = serde_json::from_slice(&text).map_err(|e| bad(e.to_string()))?;
+        // Layer names are joined to disk directories and removed by the garbage
+        // collection: only a plain file name may come from the file.
+        for (id, layer) in meta.layers() {
+            let plain =
+                Path::new(layer).file_name().is_some_and(|n| n == layer) && !layer.starts_with('.');
+            if !plain {
+                return Err(bad(format!(
+                    "disk {id:?}: layer {layer:?} is not a plain file name"
+                )));
+            }
+        }
+        Ok(meta)
+    }
+
+    /// [`SnapshotMeta::read`] for the snapshot in directory `name`: the file must name
+    /// the same snapshot (a copied or renamed directory is refused rather than acted
+    /// on under the wrong name).
+    pub fn read_named(path: &Path, name: &str) -> Result<SnapshotMeta, NamedSnapshotError> {
+        let meta = Self::read(path)?;
+        if meta.name != name {
+            return Err(NamedSnapshotError::Conflict(format!(
+                "{}: describes snapshot {:?}, not {name:?} (was the directory renamed?)",
+                path.display(),
+                meta.name
+            )));
+        }
+        Ok(meta)
     }
 
     /// Write durably (temporary file, fsync, rename, fsync the directory).

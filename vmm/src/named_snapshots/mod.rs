@@ -15,7 +15,8 @@ mod tests;
 pub use error::NamedSnapshotError;
 pub use gc::collect_garbage;
 pub use layers::{
-    abandon_revert, commit_revert, freeze, layer_path, plan, plan_revert, prepare_revert, thaw,
+    commit_revert, finish_revert, freeze, layer_path, plan, plan_revert, prepare_revert, thaw,
+    undo_revert,
 };
 pub use meta::{MetaDisk, SnapshotMeta};
 pub use store::SnapshotStore;

@@ -47,7 +47,7 @@ impl SnapshotStore {
         if !path.exists() {
             return Err(NamedSnapshotError::NotFound(name.to_string()));
         }
-        SnapshotMeta::read(&path)
+        SnapshotMeta::read_named(&path, name)
     }
 
     /// Every snapshot, oldest first. A directory without `snapshot.json` (not a
@@ -66,7 +66,8 @@ impl SnapshotStore {
             }
             let meta = entry.path().join(META_FILE);
             if meta.exists() {
-                out.push(SnapshotMeta::read(&meta)?);
+                let name = entry.file_name().to_string_lossy().into_owned();
+                out.push(SnapshotMeta::read_named(&meta, &name)?);
             }
         }
         out.sort_by(|a, b| (a.created_unix_ms, &a.name).cmp(&(b.created_unix_ms, &b.name)));
@@ -93,12 +94,16 @@ impl SnapshotStore {
         }
     }
 
-    /// Write `meta` into the staging directory and move it into place.
+    /// Write `meta` into the staging directory and move it into place. An error means
+    /// the snapshot is not there; once the rename is done it is (a failed fsync of the
+    /// directory after it is only logged).
     pub fn commit(&self, staging: &Path, meta: &SnapshotMeta) -> Result<(), NamedSnapshotError> {
         meta.write(&staging.join(META_FILE))?;
         let path = self.path_of(&meta.name);
         std::fs::rename(staging, &path).map_err(NamedSnapshotError::io(&path, "create"))?;
-        sync_dir(&self.dir)?;
+        if let Err(e) = sync_dir(&self.dir) {
+            tracing::warn!("snapshot {:?} taken, but {e}", meta.name);
+        }
         Ok(())
     }
 

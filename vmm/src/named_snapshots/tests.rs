@@ -63,6 +63,14 @@ fn plans_name_layers_next_to_each_disk_and_refuse_raw_images() {
     let plans = plan(&cfg, "s1").unwrap();
     assert_eq!(plans[0].layer_name().as_deref(), Some("a.qcow2.s1.1"));
 
+    // A symbolic link (OpenNebula's disk.N to a datastore image) is refused: renaming
+    // it would leave the image behind.
+    std::os::unix::fs::symlink(d.join("a.qcow2"), d.join("link.qcow2")).unwrap();
+    let linked = config(d.path(), r#"{ "id": "l", "path": "link.qcow2" }"#);
+    let e = plan(&linked, "s1").unwrap_err();
+    assert_eq!(e.status(), 400);
+    assert!(e.to_string().contains("symbolic link"), "{e}");
+
     // A writable raw disk is refused, naming it; auto-detected raw too.
     for format in [r#", "format": "raw""#, ""] {
         let cfg = config(
@@ -102,6 +110,17 @@ fn the_store_lists_finished_snapshots_oldest_first() {
     store.remove(&meta("late", 20, None)).unwrap();
     assert!(!d.join("snaps/late").exists());
     assert!(store.retired().unwrap().is_empty());
+
+    // A snapshot.json naming another snapshot, or a layer outside the disk's
+    // directory, is refused.
+    std::fs::rename(d.join("snaps/early"), d.join("snaps/moved")).unwrap();
+    assert_eq!(store.read("moved").unwrap_err().status(), 409);
+    assert!(store.list().is_err());
+    std::fs::remove_dir_all(d.join("snaps/moved")).unwrap();
+    commit(&store, &meta("evil", 30, Some("../../etc/passwd")));
+    let e = store.read("evil").unwrap_err();
+    assert!(e.to_string().contains("plain file name"), "{e}");
+    std::fs::remove_dir_all(d.join("snaps/evil")).unwrap();
 
     let mut no_dir = cfg.clone();
     no_dir.snapshots_dir = None;
@@ -145,4 +164,21 @@ fn garbage_collection_removes_only_layers_nothing_is_built_on() {
     assert_eq!(removed, vec![d.join("d0.s1"), d.join("d0.s2")]);
     assert!(store.retired().unwrap().is_empty());
     assert!(d.join("base.qcow2").exists(), "not a layer: never touched");
+}
+
+#[test]
+fn garbage_collection_removes_nothing_when_a_chain_cannot_be_read() {
+    let d = TestDir::new("gcbroken");
+    qcow2(&d.join("d0.s1"), Some("gone.qcow2"));
+    qcow2(&d.join("d0"), Some("d0.s1"));
+    let cfg = config(d.path(), r#"{ "id": "d0", "path": "d0" }"#);
+    let store = SnapshotStore::of(&cfg).unwrap();
+    commit(&store, &meta("s1", 1, Some("d0.s1")));
+    commit(&store, &meta("s2", 2, Some("d0.s2")));
+    qcow2(&d.join("d0.s2"), Some("d0.s1"));
+    store.remove(&store.read("s2").unwrap()).unwrap();
+    // d0.s2 is used by nothing, but d0's chain breaks below d0.s1: stop, keep all.
+    let e = collect_garbage(&cfg, &store).unwrap_err();
+    assert!(e.to_string().contains("gone.qcow2"), "{e}");
+    assert!(d.join("d0.s2").exists());
 }

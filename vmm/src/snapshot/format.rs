@@ -50,6 +50,11 @@ pub enum Kind {
     Snapshot,
     /// The device and vCPU state sent at the end of a live migration.
     Migration,
+    /// A named snapshot's state (`SNAPSHOTS_DIR/NAME/state.oxvm`): only a revert,
+    /// which also puts the disks back, may use it; `oxvm restore` refuses it (it
+    /// would pair the snapshot's memory with today's disks).
+    #[serde(rename = "named-snapshot")]
+    NamedSnapshot,
 }
 
 /// The header of a state file. Fields added later must be optional (`#[serde(default)]`);
