@@ -13,8 +13,14 @@ const BATCH: usize = 256;
 /// What sending a set of pages cost.
 #[derive(Default, Clone, Copy)]
 pub struct Sent {
+    /// Pages read (zero or not).
     pub pages: u64,
+    /// Pages sent with their data (not zero).
+    pub data_pages: u64,
     pub bytes: u64,
+    /// Seconds spent writing data messages to the connection (the rest of a round is
+    /// reading pages and checking them for zeros).
+    pub write_s: f64,
 }
 
 /// Send the pages at `gpas`: non-zero pages with their data, zero pages as a list
@@ -34,9 +40,12 @@ pub fn send_pages(
                  sent: &mut Sent|
      -> Result<(), MigrationError> {
         if !batch.is_empty() {
+            let started = std::time::Instant::now();
             let payload = pages_payload(batch);
             write_frame(stream, Tag::Pages, &payload)?;
+            sent.write_s += started.elapsed().as_secs_f64();
             sent.bytes += payload.len() as u64 + 9;
+            sent.data_pages += batch.len() as u64;
             batch.clear();
         }
         if !zeros.is_empty() {
