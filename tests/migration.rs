@@ -1,6 +1,7 @@
 //! Live migration between two oxvm processes with small guests: over TCP and a Unix
 //! socket while the guest dirties memory, a connection cut mid-way (the source keeps
-//! running), and a destination refusing a source of another protocol version.
+//! running), a cut during the hand-over (the guest never runs on both sides), and a
+//! destination refusing a source of another protocol version.
 
 mod common;
 
@@ -63,6 +64,8 @@ fn source(s: &Scratch) -> ApiProc {
 fn destination(s: &Scratch, listen: &str) -> ApiProc {
     let sock = s.path().join("dst.sock");
     let mut cmd = api_command(s, &["serve"], &sock);
+    // Info messages show the hand-over's steps on stderr.
+    cmd.env("RUST_LOG", "info");
     let run = RunningVm::start_with(&mut cmd);
     wait_ready(&sock, T);
     let body = json!({ "listen": listen, "timeout_s": 60 }).to_string();
@@ -236,6 +239,109 @@ fn a_cut_connection_leaves_the_source_running() {
     action(&src.sock, "resume", None, 200);
     action(&src.sock, "destroy", None, 200);
     src.run.wait(T);
+}
+
+/// Forwards the first connection to `to`; in the destination-to-source direction it
+/// reads whole frames and cuts both sides, without forwarding it, at the first frame
+/// with tag `cut_at` (9 = built, 7 = done: the protocol's hand-over).
+fn frame_cutting_proxy(to: String, cut_at: u8) -> u16 {
+    let l = TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = l.local_addr().unwrap().port();
+    std::thread::spawn(move || {
+        let (mut from_src, _) = l.accept().unwrap();
+        let mut to_dst = TcpStream::connect(&to).unwrap();
+        let (mut back_src, mut back_dst) =
+            (from_src.try_clone().unwrap(), to_dst.try_clone().unwrap());
+        std::thread::spawn(move || {
+            let _ = std::io::copy(&mut from_src, &mut to_dst);
+        });
+        loop {
+            let mut head = [0u8; 9];
+            if back_dst.read_exact(&mut head).is_err() {
+                break;
+            }
+            let len = u64::from_le_bytes(head[1..].try_into().unwrap()) as usize;
+            let mut body = vec![0u8; len];
+            if back_dst.read_exact(&mut body).is_err() || head[0] == cut_at {
+                break;
+            }
+            if back_src.write_all(&head).is_err() || back_src.write_all(&body).is_err() {
+                break;
+            }
+        }
+        let _ = back_src.shutdown(std::net::Shutdown::Both);
+        let _ = back_dst.shutdown(std::net::Shutdown::Both);
+    });
+    port
+}
+
+/// Migrate through a proxy that cuts the destination's frame `cut_at`.
+fn migrate_cut_at(s: &Scratch, cut_at: u8) -> (ApiProc, ApiProc) {
+    let src = source(s);
+    let port = free_port();
+    let dst = destination(s, &format!("tcp:127.0.0.1:{port}"));
+    let proxy = frame_cutting_proxy(format!("127.0.0.1:{port}"), cut_at);
+    let body = json!({ "to": format!("tcp:127.0.0.1:{proxy}") }).to_string();
+    let (st, r) = call(&src.sock, "POST", "/v1/vm/migration", Some(&body));
+    assert_eq!(st, 202, "{r}");
+    (src, dst)
+}
+
+#[test]
+fn a_cut_before_the_hand_over_never_runs_the_guest_on_the_destination() {
+    let s = Scratch::new();
+    // The destination built the VM, but its "built" never reaches the source.
+    let (mut src, mut dst) = migrate_cut_at(&s, 9);
+    let info = wait_state(&src.sock, T, |i| !i["last_error"].is_null());
+    assert_eq!(info["state"], "running", "{info}");
+    let before = stamps(&src);
+    let deadline = Instant::now() + T;
+    while stamps(&src) == before {
+        assert!(Instant::now() < deadline, "the source guest stopped");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    // The destination waited for "go", got a cut connection, and exits without ever
+    // having run the guest.
+    let st = dst.run.wait(T);
+    assert_ne!(st.code(), Some(0));
+    let err = dst.run.stderr.text();
+    assert!(err.contains("waiting for the source"), "{err}");
+    assert!(!err.contains("the guest runs here"), "{err}");
+    action(&src.sock, "destroy", None, 200);
+    src.run.wait(T);
+}
+
+#[test]
+fn a_lost_confirmation_leaves_the_source_paused_and_the_guest_on_the_destination() {
+    let s = Scratch::new();
+    // The destination got "go" and runs the guest; its "done" is lost.
+    let (mut src, mut dst) = migrate_cut_at(&s, 7);
+    let info = wait_state(&dst.sock, T, |i| i["state"] == "running");
+    assert_eq!(info["name"], "mover");
+    let words = stamps(&dst);
+    let deadline = Instant::now() + T;
+    while stamps(&dst) == words {
+        assert!(Instant::now() < deadline, "the migrated guest does not run");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    // The source cannot know that: it stays paused (not running the guest a second
+    // time on the same disks) and says why.
+    let info = wait_state(&src.sock, T, |i| !i["last_error"].is_null());
+    assert_eq!(info["state"], "paused", "{info}");
+    let e = info["last_error"].as_str().unwrap();
+    assert!(e.contains("did not confirm") && e.contains("may"), "{e}");
+    let frozen = stamps(&src);
+    assert_eq!(info["state"], get(&src.sock, "/v1/vm")["state"]);
+    assert_eq!(stamps(&src), frozen, "the source guest runs");
+    // Nothing that would use its devices is allowed until the operator decides.
+    let body = json!({ "dir": s.path().join("saved"), "stop": true }).to_string();
+    let (st, r) = call(&src.sock, "POST", "/v1/vm/save", Some(&body));
+    assert_eq!(st, 409, "{r}");
+    assert!(r["message"].as_str().unwrap().contains("unknown"), "{r}");
+    action(&src.sock, "destroy", None, 200);
+    src.run.wait(T);
+    action(&dst.sock, "destroy", None, 200);
+    dst.run.wait(T);
 }
 
 #[test]

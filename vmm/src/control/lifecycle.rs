@@ -52,6 +52,10 @@ pub struct Lifecycle {
     /// A live migration this process sends or receives.
     pub(super) migration: Option<Migration>,
     pub(super) migration_link: MigrationLink,
+    /// The devices stay drained after a migration whose outcome is unknown (the guest
+    /// may run on the destination): only a resume, which the operator asks for once
+    /// the destination is known not to run it, restarts them.
+    pub(super) devices_held: bool,
     /// Set when the VM has stopped: how the process ends.
     exit: Option<Result<VmExit, VmmError>>,
 }
@@ -80,6 +84,7 @@ impl Lifecycle {
             totals: CounterTotals::default(),
             migration: None,
             migration_link,
+            devices_held: false,
             exit: None,
         }
     }
@@ -152,6 +157,7 @@ impl Lifecycle {
             v.stop();
         }
         self.machine = None;
+        self.devices_held = false;
         self.disarm_timer();
         self.pending = None;
     }
@@ -307,8 +313,10 @@ impl Lifecycle {
     /// either way. A second one, or SIGHUP, stops at once.
     pub fn on_signal(&mut self, signo: i32) {
         // During a migration the guest belongs to no one yet: stop at once.
+        // Nor may a VM whose guest may run on a migration's destination run here.
         let graceful = signo != libc::SIGHUP
             && !self.migration_active()
+            && !self.devices_held
             && self.pending.is_none()
             && matches!(self.state, VmState::Running | VmState::Paused);
         if !graceful {
@@ -336,10 +344,28 @@ impl Lifecycle {
     }
 
     pub(super) fn resume_vcpus(&mut self) {
+        if std::mem::take(&mut self.devices_held) {
+            if let Some(Err(e)) = self.machine.as_mut().map(Machine::resume_devices) {
+                return self.fail(e);
+            }
+        }
         if let Some(v) = &self.vcpus {
             v.resume();
         }
         self.state = VmState::Running;
+    }
+
+    /// Refuse what would run the devices again (or take a state of them) while a
+    /// migration's outcome is unknown.
+    pub(super) fn check_not_held(&self, what: &str) -> Result<(), ApiError> {
+        if self.devices_held {
+            return Err(ApiError::conflict(format!(
+                "cannot {what}: the last migration's outcome is unknown and the guest may \
+                 run on the destination; destroy this VM, or resume it once the \
+                 destination is known not to run it"
+            )));
+        }
+        Ok(())
     }
 
     // --- API reads ---

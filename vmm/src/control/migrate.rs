@@ -225,6 +225,13 @@ impl Lifecycle {
                     self.fail(e);
                 }
             }
+            MigrationMsg::Receive(FromReceiver::Go) => {
+                if let Some(m) = self.migration.as_mut() {
+                    m.active = false;
+                }
+                self.resume_vcpus();
+                tracing::info!("incoming migration complete: the guest runs here");
+            }
             MigrationMsg::Receive(FromReceiver::Failed(e)) => {
                 self.fail(VmmError::Device(format!("incoming migration: {e}")));
             }
@@ -250,8 +257,26 @@ impl Lifecycle {
             .map_err(|e| VmmError::Device(format!("encoding the state: {e}")))
     }
 
-    /// The source goes on as before the migration.
+    /// The source goes on as before the migration, unless the destination may have
+    /// the guest already: then it stays paused, its devices drained.
     fn migration_failed(&mut self, e: crate::migration::MigrationError) {
+        if matches!(e, crate::migration::MigrationError::Unconfirmed(_)) {
+            tracing::error!("{e}");
+            if let Some(m) = self.migration.as_mut() {
+                m.active = false;
+                m.stopped_for_copy = false;
+                m.answer_waiter(Err(e.to_string()));
+            }
+            if let Some(machine) = self.machine.as_ref() {
+                if let Err(e) = crate::memory::set_dirty_logging(&machine.vm, &machine.mem, false) {
+                    tracing::warn!("turning dirty logging off: {e}");
+                }
+            }
+            self.devices_held = true;
+            self.state = VmState::Paused;
+            self.last_error = Some(format!("migration: {e}"));
+            return;
+        }
         tracing::warn!("migration failed, the VM keeps running here: {e}");
         let stopped = self
             .migration
@@ -306,11 +331,9 @@ impl Lifecycle {
         self.create_with(snap.config.clone(), |kvm, cfg, events| {
             Machine::build_from(kvm, cfg, events, Start::Restore(&src))
         })?;
-        self.start_vcpus(false)?;
-        if let Some(m) = self.migration.as_mut() {
-            m.active = false;
-        }
-        tracing::info!("incoming migration complete: the guest runs here");
+        // Paused until the source says go (see `migration::protocol`).
+        self.start_vcpus(true)?;
+        tracing::info!("incoming migration: the VM is built, waiting for the source to let go");
         Ok(())
     }
 }

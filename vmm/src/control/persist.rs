@@ -74,6 +74,7 @@ impl Lifecycle {
         if self.migration_active() {
             return Err(ApiError::conflict("cannot save during a live migration"));
         }
+        self.check_not_held("save")?;
         check_save_dir(&p.dir)?;
         let started = Instant::now();
         let was_running = self.state == VmState::Running;

@@ -108,7 +108,7 @@ impl Lifecycle {
                 "cannot {what} during a live migration"
             )));
         }
-        Ok(())
+        self.check_not_held(what)
     }
 
     pub(super) fn api_snapshot_list(&self) -> Result<ApiReply, ApiError> {

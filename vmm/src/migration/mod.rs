@@ -8,7 +8,8 @@ pub mod receiver;
 pub mod sender;
 pub mod transport;
 
-/// Why a migration failed (on either side). The source keeps running either way.
+/// Why a migration failed (on either side). The source keeps running, except after
+/// [`MigrationError::Unconfirmed`].
 #[derive(Debug, thiserror::Error)]
 pub enum MigrationError {
     #[error("migration address {0}")]
@@ -27,4 +28,13 @@ pub enum MigrationError {
     DestinationFailed(String),
     #[error("migration: {0}")]
     Vmm(String),
+    /// The source told the destination to run the guest but got no confirmation: the
+    /// guest may run there. The source stays paused; resuming it could run the guest
+    /// twice on the same disks.
+    #[error(
+        "the destination was told to run the guest but did not confirm ({0}); it may \
+         be running there: this VM stays paused (check the destination, then destroy \
+         or resume this one)"
+    )]
+    Unconfirmed(String),
 }

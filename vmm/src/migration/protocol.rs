@@ -2,6 +2,12 @@
 //! first message is a versioned hello; the destination answers accept or refuse
 //! before any memory flows. Pages travel in batches; the device and vCPU state is the
 //! same container a save writes (`snapshot::encode`, kind `migration`).
+//!
+//! The end is a two-step hand-over, so that the guest never runs on both sides: the
+//! destination builds the VM from the state and keeps it paused (`Built`); only when
+//! the source says `Go` does it run the guest (and answer `Done`). A source that sent
+//! no `Go` takes the guest back on any failure; one that sent `Go` but got no `Done`
+//! cannot know which side has the guest, and stays paused for the operator.
 
 use std::io::{Read, Write};
 
@@ -14,7 +20,7 @@ use super::MigrationError;
 pub const MAGIC: &str = "OXVMMIGR";
 /// Bumped when a peer of the previous version would misread the stream; a
 /// destination refuses any other version with a message naming both.
-pub const PROTOCOL_VERSION: u32 = 1;
+pub const PROTOCOL_VERSION: u32 = 2;
 pub const PAGE_SIZE: usize = 4096;
 /// Largest frame accepted: a hostile or broken peer cannot make us allocate more.
 const MAX_FRAME: u64 = 256 << 20;
@@ -30,14 +36,20 @@ pub enum Tag {
     State = 6,
     Done = 7,
     Failed = 8,
+    /// Destination: the VM is built from the state, paused, waiting for `Go`.
+    Built = 9,
+    /// Source: the guest is yours; run it.
+    Go = 10,
 }
 
 impl Tag {
     fn from_u8(v: u8) -> Option<Tag> {
         use Tag::*;
-        [Hello, Accept, Refuse, Pages, ZeroPages, State, Done, Failed]
-            .into_iter()
-            .find(|t| *t as u8 == v)
+        [
+            Hello, Accept, Refuse, Pages, ZeroPages, State, Done, Failed, Built, Go,
+        ]
+        .into_iter()
+        .find(|t| *t as u8 == v)
     }
 }
 

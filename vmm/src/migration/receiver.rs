@@ -24,12 +24,15 @@ pub struct Incoming {
     pub memory: GuestMemoryMmap,
     /// The encoded machine state (the snapshot container, kind `migration`).
     pub state: Vec<u8>,
-    /// Answer: `Ok` once the VM runs here.
+    /// Answer: `Ok` once the VM is built here (paused until [`FromReceiver::Go`]).
     pub started: mpsc::SyncSender<Result<(), String>>,
 }
 
 pub enum FromReceiver {
+    /// Build the VM (paused) from what arrived, and answer through `started`.
     Ready(Box<Incoming>),
+    /// The source let go of the guest: run it.
+    Go,
     /// The incoming migration failed; this process has nothing to run.
     Failed(MigrationError),
 }
@@ -156,8 +159,19 @@ fn receive(job: &ReceiveJob) -> Result<(), MigrationError> {
     })));
     match rx.recv() {
         Ok(Ok(())) => {
+            // Built and paused: run it only when the source lets go of it.
+            write_json(&mut *stream, Tag::Built, &serde_json::json!({}))?;
+            match read_frame(&mut *stream)? {
+                (Tag::Go, _) => {}
+                (t, _) => return Err(MigrationError::Protocol(format!("expected go, got {t:?}"))),
+            }
             update(&job.status, |s| s.phase = MigrationPhase::Completed);
-            write_json(&mut *stream, Tag::Done, &serde_json::json!({}))
+            (job.notify)(FromReceiver::Go);
+            // The guest is ours now; a lost `Done` leaves the source paused, not running.
+            if let Err(e) = write_json(&mut *stream, Tag::Done, &serde_json::json!({})) {
+                tracing::warn!("the guest runs here, but the source did not get our done: {e}");
+            }
+            Ok(())
         }
         Ok(Err(reason)) => {
             let _ = write_json(

@@ -145,7 +145,7 @@ fn send(job: &SendJob) -> Result<(), MigrationError> {
     let fin = send_pages(&mut *stream, &job.mem, &pages, false)?;
     write_frame(&mut *stream, Tag::State, &state)?;
     match read_frame(&mut *stream)? {
-        (Tag::Done, _) => {}
+        (Tag::Built, _) => {}
         (Tag::Failed, p) => {
             return Err(MigrationError::DestinationFailed(
                 parse_json::<Reason>(&p, "failure")?.reason,
@@ -153,10 +153,19 @@ fn send(job: &SendJob) -> Result<(), MigrationError> {
         }
         (t, _) => {
             return Err(MigrationError::Protocol(format!(
-                "expected done, got {t:?}"
+                "expected built, got {t:?}"
             )))
         }
     }
+    // From here on the guest may run on the destination: no way back.
+    write_frame(&mut *stream, Tag::Go, &[])
+        .and_then(|()| match read_frame(&mut *stream)? {
+            (Tag::Done, _) => Ok(()),
+            (t, _) => Err(MigrationError::Protocol(format!(
+                "expected done, got {t:?}"
+            ))),
+        })
+        .map_err(|e| MigrationError::Unconfirmed(e.to_string()))?;
     update(&job.status, |s| {
         s.phase = MigrationPhase::Completed;
         s.bytes_sent = totals.bytes + fin.bytes + state.len() as u64;
