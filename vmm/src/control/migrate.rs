@@ -225,11 +225,12 @@ impl Lifecycle {
                     self.fail(e);
                 }
             }
-            MigrationMsg::Receive(FromReceiver::Go) => {
+            MigrationMsg::Receive(FromReceiver::Go(done)) => {
                 if let Some(m) = self.migration.as_mut() {
                     m.active = false;
                 }
                 self.resume_vcpus();
+                let _ = done.send(());
                 tracing::info!("incoming migration complete: the guest runs here");
             }
             MigrationMsg::Receive(FromReceiver::Failed(e)) => {

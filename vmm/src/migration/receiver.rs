@@ -31,8 +31,8 @@ pub struct Incoming {
 pub enum FromReceiver {
     /// Build the VM (paused) from what arrived, and answer through `started`.
     Ready(Box<Incoming>),
-    /// The source let go of the guest: run it.
-    Go,
+    /// The source let go of the guest: run it, then answer.
+    Go(mpsc::SyncSender<()>),
     /// The incoming migration failed; this process has nothing to run.
     Failed(MigrationError),
 }
@@ -166,7 +166,10 @@ fn receive(job: &ReceiveJob) -> Result<(), MigrationError> {
                 (t, _) => return Err(MigrationError::Protocol(format!("expected go, got {t:?}"))),
             }
             update(&job.status, |s| s.phase = MigrationPhase::Completed);
-            (job.notify)(FromReceiver::Go);
+            // `Done` once the guest runs, so the source's downtime covers the resume.
+            let (tx, rx) = mpsc::sync_channel(1);
+            (job.notify)(FromReceiver::Go(tx));
+            let _ = rx.recv_timeout(Duration::from_secs(10));
             // The guest is ours now; a lost `Done` leaves the source paused, not running.
             if let Err(e) = write_json(&mut *stream, Tag::Done, &serde_json::json!({})) {
                 tracing::warn!("the guest runs here, but the source did not get our done: {e}");
