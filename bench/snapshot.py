@@ -22,7 +22,8 @@ Per guest size (RAM:FILL MiB, default 256:64 and 1024:256) and run:
      `running`, (b) the counter in guest RAM differing from the saved one (the guest
      runs). Then the process's RSS, and `destroy`.
   3. live migration of the dirty guest, over TCP loopback and a Unix socket, per
-     downtime target: destination `oxvm serve --api-socket D` + `POST
+     downtime target, and a local hand-over ("local": the guest has memory_shared, the
+     request says local: true over a Unix socket, the memfd is passed, no pages sent): destination `oxvm serve --api-socket D` + `POST
      /v1/vm/migration/incoming {"listen": ADDR}`, then on the source `POST
      /v1/vm/migration {"to": ADDR, "downtime_ms": N, "max_iterations": I, "wait": true}`:
      the request's round trip (total time) and the final MigrationStatus it answers
@@ -56,7 +57,7 @@ mid-run.
      snapshot, the machine rebuilt), then `DELETE /v1/vm/snapshots/s1`.
 
 Usage: python3 bench/snapshot.py [--runs 3] [--sizes 256:64,1024:256] [--dirty-mib 16]
-           [--downtimes 300,30] [--transports tcp,unix] [--max-iterations 30]
+           [--downtimes 300,30] [--transports tcp,unix,local] [--max-iterations 30]
            [--only save,restore,migrate,named] [--drop-caches] [--quiet-wait 60]
            [--oxvm PATH] [--keep] [--json-out F]
 Python 3 standard library only. Needs /dev/kvm (root or the kvm group) and ptrace
@@ -607,7 +608,9 @@ class Bench:
 
     def migrate(self, guest, ram_mib, tag, transport, downtime):
         others = self.quiet()
-        src, ssock, sram, fill_s, stamp_rate = self.boot_source(guest, ram_mib, tag)
+        local = transport == "local"
+        extra = {"memory_shared": True} if local else None
+        src, ssock, sram, fill_s, stamp_rate = self.boot_source(guest, ram_mib, tag, extra)
         sram.close()
         dsock = self.path("dst.sock")
         dcmd = [self.a.oxvm, "serve", "--api-socket", dsock]
@@ -625,6 +628,8 @@ class Bench:
             raise BenchError(f"incoming: {st} {r}\n{tail(dst.log_path)}")
         body = {"to": addr, "downtime_ms": downtime,
                 "max_iterations": self.a.max_iterations, "wait": True}
+        if local:
+            body["local"] = True
         self.note("serve", " ".join(dcmd))
         self.note(f"incoming-{transport}", f"POST /v1/vm/migration/incoming {json.dumps(inc)}")
         self.note(f"migrate-{transport}-{downtime}", f"POST /v1/vm/migration {json.dumps(body)}")
@@ -781,7 +786,8 @@ def main():
                     help="guest RAM:filled MiB, comma-separated")
     ap.add_argument("--dirty-mib", type=int, default=16, help="region the migration guest stamps")
     ap.add_argument("--downtimes", default="300,30", help="downtime_ms targets")
-    ap.add_argument("--transports", default="tcp,unix")
+    ap.add_argument("--transports", default="tcp,unix,local",
+                    help="tcp, unix, local (unix + memory_shared + local: the memfd is handed over)")
     ap.add_argument("--max-iterations", type=int, default=30)
     ap.add_argument("--only", default="save,restore,migrate,named")
     ap.add_argument("--drop-caches", action="store_true",
@@ -865,7 +871,8 @@ def main():
                 dirty_g = Guest(ram_mib, fill_mib, a.dirty_mib)
                 for i in range(a.runs):
                     for transport in transports:
-                        for dt in downtimes:
+                        # A local hand-over has no pre-copy: the target does not matter.
+                        for dt in (downtimes[:1] if transport == "local" else downtimes):
                             m = b.migrate(dirty_g, ram_mib, f"mig{ram_mib}", transport, dt)
                             key = f"{size}, {transport}, downtime_ms {dt}"
                             results["migrate"].setdefault(key, []).append(m)

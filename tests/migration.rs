@@ -41,7 +41,11 @@ fn dirtying_guest() -> Vec<u8> {
 }
 
 fn source(s: &Scratch) -> ApiProc {
-    let file = raw_vm(s, &dirtying_guest(), 1, json!({ "name": "mover" }));
+    source_with(s, json!({ "name": "mover" }))
+}
+
+fn source_with(s: &Scratch, vm: Value) -> ApiProc {
+    let file = raw_vm(s, &dirtying_guest(), 1, vm);
     let sock = s.path().join("src.sock");
     let mut cmd = api_command(s, &["run"], &sock);
     cmd.arg(&file);
@@ -342,6 +346,60 @@ fn a_lost_confirmation_leaves_the_source_paused_and_the_guest_on_the_destination
     src.run.wait(T);
     action(&dst.sock, "destroy", None, 200);
     dst.run.wait(T);
+}
+
+#[test]
+fn a_local_migration_hands_the_memory_over_without_copying_it() {
+    let s = Scratch::new();
+    let mut src = source_with(&s, json!({ "name": "mover", "memory_shared": true }));
+    let addr = format!("unix:{}", s.path().join("mig.sock").display());
+    // Refused before anything starts: a TCP address, and (below) unshared memory.
+    let body = json!({ "to": "tcp:127.0.0.1:1", "local": true }).to_string();
+    let (st, r) = call(&src.sock, "POST", "/v1/vm/migration", Some(&body));
+    assert_eq!(st, 400, "{r}");
+    assert!(r["message"].as_str().unwrap().contains("unix:"), "{r}");
+    assert_eq!(get(&src.sock, "/v1/vm")["state"], "running");
+
+    let dst = destination(&s, &addr);
+    let body = json!({ "to": addr, "local": true, "wait": true }).to_string();
+    let (st, r) = call(&src.sock, "POST", "/v1/vm/migration", Some(&body));
+    assert_eq!(st, 200, "{r}");
+    assert_eq!(r["phase"], "completed", "{r}");
+    // Not a page travelled: the state only.
+    assert_eq!(r["pages_sent"], 0, "{r}");
+    assert!(r["bytes_sent"].as_u64().unwrap() < 1 << 20, "{r}");
+    assert_eq!(src.run.wait(T).code(), Some(0), "{}", src.run.stderr.text());
+    // The destination runs the guest in the very memfd the source made.
+    let info = wait_state(&dst.sock, T, |i| i["state"] == "running");
+    assert_eq!(info["name"], "mover");
+    let maps = std::fs::read_to_string(format!("/proc/{}/maps", dst.run.pid())).unwrap();
+    assert!(maps.contains("memfd:oxvm-guest-ram"), "{maps}");
+    action(&dst.sock, "pause", None, 200);
+    let words = stamps(&dst);
+    assert_consistent(&words);
+    action(&dst.sock, "resume", None, 200);
+    let deadline = Instant::now() + T;
+    while stamps(&dst) == words {
+        assert!(Instant::now() < deadline, "the migrated guest does not run");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    action(&dst.sock, "destroy", None, 200);
+}
+
+#[test]
+fn a_local_migration_needs_shared_memory() {
+    let s = Scratch::new();
+    let src = source(&s);
+    let addr = format!("unix:{}", s.path().join("mig.sock").display());
+    let body = json!({ "to": addr, "local": true }).to_string();
+    let (st, r) = call(&src.sock, "POST", "/v1/vm/migration", Some(&body));
+    assert_eq!(st, 400, "{r}");
+    assert!(
+        r["message"].as_str().unwrap().contains("memory_shared"),
+        "{r}"
+    );
+    assert_eq!(get(&src.sock, "/v1/vm/migration")["phase"], "none");
+    action(&src.sock, "destroy", None, 200);
 }
 
 #[test]

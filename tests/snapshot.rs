@@ -225,3 +225,35 @@ fn corrupted_truncated_and_future_state_files_are_refused() {
     let e = refused(&dir);
     assert!(e.contains("memory.raw"), "{e}");
 }
+
+#[test]
+fn a_vm_with_shared_memory_is_restored_into_shared_memory() {
+    let s = Scratch::new();
+    let file = raw_vm(
+        &s,
+        &counting_guest(),
+        1,
+        json!({ "name": "shared", "memory_shared": true }),
+    );
+    let sock = s.path().join("a.sock");
+    let mut cmd = api_command(&s, &["run"], &sock);
+    cmd.arg(&file);
+    let mut a = ApiProc {
+        run: RunningVm::start_with(&mut cmd),
+        sock,
+    };
+    wait_ready(&a.sock, T);
+    let maps = |pid: u32| std::fs::read_to_string(format!("/proc/{pid}/maps")).unwrap();
+    assert!(maps(a.run.pid()).contains("memfd:oxvm-guest-ram"));
+    wait_counter_above(&a.run, 1000);
+    let dir = s.path().join("saved");
+    save(&a, &dir, true);
+    assert_eq!(a.run.wait(T).code(), Some(0));
+    let at_save = saved_counter(&dir);
+    // Even a "lazy" restore copies into a memfd: a private file mapping cannot be
+    // handed to another process.
+    let b = restore(&s, &dir, &[]);
+    assert!(maps(b.run.pid()).contains("memfd:oxvm-guest-ram"));
+    assert!(wait_counter_above(&b.run, at_save) > at_save);
+    action(&b.sock, "destroy", None, 200);
+}

@@ -27,6 +27,7 @@ const CTL_HELP: &str = r#"Examples:
   oxvm ctl --api-socket /run/demo.sock reboot
   oxvm ctl --api-socket /run/new.sock deploy vm.json     (an `oxvm serve` process)
   oxvm ctl --api-socket /run/demo.sock wait-state running --timeout 30
+  oxvm ctl --api-socket /run/demo.sock migrate --to unix:/run/new.mig --local
   oxvm ctl --api-socket /run/demo.sock snapshot-create before-upgrade
   oxvm ctl --api-socket /run/demo.sock snapshot-list
   oxvm ctl --api-socket /run/demo.sock snapshot-revert before-upgrade
@@ -136,6 +137,10 @@ enum CtlCommand {
         /// Return once started.
         #[arg(long)]
         no_wait: bool,
+        /// Same-host migration: hand the guest memory over by file descriptor (needs a
+        /// unix: address and a VM with memory_shared); no copy, no pre-copy.
+        #[arg(long)]
+        local: bool,
     },
     /// Make this empty `oxvm serve` process receive a migrating VM.
     MigrateIncoming {
@@ -342,12 +347,14 @@ fn execute(client: &Client, command: CtlCommand, json: bool) -> Result<(), Failu
             downtime_ms,
             max_iterations,
             no_wait,
+            local,
         } => {
             let params = MigrateParams {
                 to,
                 downtime_ms,
                 max_iterations,
                 wait: !no_wait,
+                local,
             };
             if no_wait {
                 return out.show(&client.migrate(&params)?, print::state);

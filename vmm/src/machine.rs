@@ -114,7 +114,7 @@ impl Machine {
         let ram = RamLayout::new(cfg.memory_mib << 20);
         let (mem, entry) = match &start {
             Start::Boot => {
-                let mem = create_guest_memory(&vm, &ram)?;
+                let mem = create_guest_memory(&vm, &ram, cfg.memory_shared)?;
                 let rsdp = setup_acpi_tables(
                     &mem,
                     &AcpiConfig {

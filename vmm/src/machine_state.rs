@@ -51,6 +51,9 @@ impl RestoreSource<'_> {
         ram: &RamLayout,
     ) -> Result<GuestMemoryMmap, VmmError> {
         match &self.memory {
+            MemorySource::File(path, _) if self.state.config.memory_shared => {
+                crate::memory::restore_shared_guest_memory(vm, ram, path)
+            }
             MemorySource::File(path, mode) => restore_guest_memory(vm, ram, path, *mode),
             MemorySource::Filled(mem) => {
                 crate::memory::register_guest_memory(vm, ram, mem)?;

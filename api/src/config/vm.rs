@@ -16,6 +16,12 @@ pub struct VmConfig {
     #[serde(default = "default_vcpus")]
     pub vcpus: u32,
     pub memory_mib: u64,
+    /// Back guest RAM with a shared memfd instead of anonymous memory, so a live
+    /// migration to another oxvm on this host can hand the memory over (`local`)
+    /// instead of copying it. Costs: no transparent huge pages unless shmem THP is
+    /// enabled on the host. See docs/config.md.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub memory_shared: bool,
     pub boot: BootConfig,
     #[serde(default)]
     pub serial: SerialConfig,

@@ -19,6 +19,11 @@ pub struct MigrateParams {
     /// the error; otherwise answer at once (202) and report through GET.
     #[serde(default)]
     pub wait: bool,
+    /// Local migration (both processes on this host, a `unix:` address, a VM with
+    /// `memory_shared`): the destination takes the guest memory over by file
+    /// descriptor; nothing is copied and there is no pre-copy.
+    #[serde(default)]
+    pub local: bool,
 }
 
 fn default_downtime_ms() -> u64 {

@@ -138,8 +138,25 @@ impl Lifecycle {
         let (Some(machine), Some(cfg)) = (self.machine.as_ref(), self.cfg.as_ref()) else {
             return Err(ApiError::internal("no machine to migrate"));
         };
-        crate::memory::set_dirty_logging(&machine.vm, &machine.mem, true)
-            .map_err(|e| ApiError::internal(e.to_string()))?;
+        let local = p.local;
+        if local {
+            if !matches!(to, Address::Unix(_)) {
+                return Err(ApiError::bad_request(
+                    "local: needs a unix: address (the guest memory is handed over as a \
+                     file descriptor, which only a Unix socket carries)",
+                ));
+            }
+            if crate::memory::shared_memory(&machine.mem).is_none() {
+                return Err(ApiError::bad_request(
+                    "local: the guest memory is not shared: set memory_shared in the VM \
+                     config (a lazily restored VM's memory is a private file mapping)",
+                ));
+            }
+        } else {
+            // Pre-copy needs to know what the guest writes; a local hand-over does not.
+            crate::memory::set_dirty_logging(&machine.vm, &machine.mem, true)
+                .map_err(|e| ApiError::internal(e.to_string()))?;
+        }
         let status = Arc::new(Mutex::new(MigrationStatus {
             phase: MigrationPhase::Precopy,
             ..Default::default()
@@ -154,6 +171,7 @@ impl Lifecycle {
                 oxvm_version: env!("CARGO_PKG_VERSION").into(),
                 config: cfg.clone(),
                 cpuid: machine.guest_cpuid.clone(),
+                local,
             },
             mem: machine.mem.clone(),
             vm: machine.vm.clone(),

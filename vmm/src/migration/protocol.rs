@@ -40,13 +40,26 @@ pub enum Tag {
     Built = 9,
     /// Source: the guest is yours; run it.
     Go = 10,
+    /// Source, local migration: the layout of the guest memory whose memfd was just
+    /// passed (`transport::Stream::send_file`); no pages follow.
+    SharedMemory = 11,
 }
 
 impl Tag {
     fn from_u8(v: u8) -> Option<Tag> {
         use Tag::*;
         [
-            Hello, Accept, Refuse, Pages, ZeroPages, State, Done, Failed, Built, Go,
+            Hello,
+            Accept,
+            Refuse,
+            Pages,
+            ZeroPages,
+            State,
+            Done,
+            Failed,
+            Built,
+            Go,
+            SharedMemory,
         ]
         .into_iter()
         .find(|t| *t as u8 == v)
@@ -64,6 +77,10 @@ pub struct Hello {
     pub config: VmConfig,
     /// The CPUID the guest sees; the destination checks its host offers it.
     pub cpuid: Vec<kvm_cpuid_entry2>,
+    /// Local migration: the guest memory is handed over as a memfd over this (Unix)
+    /// connection instead of being sent page by page.
+    #[serde(default)]
+    pub local: bool,
 }
 
 /// A refusal or failure, with the reason.
@@ -234,6 +251,7 @@ mod tests {
             )
             .unwrap(),
             cpuid: vec![],
+            local: false,
         };
         let e = check_hello(&h).unwrap_err();
         assert!(e.contains("protocol 7") && e.contains("9.9.9"), "{e}");

@@ -17,6 +17,7 @@ use super::protocol::{
 };
 use super::transport::{Listener, Stream};
 use super::MigrationError;
+use crate::memory::{allocate_guest_memory, map_file_regions, SharedRegion};
 
 /// What the receiver hands the control loop once all memory and the state are in.
 pub struct Incoming {
@@ -106,6 +107,53 @@ fn refuse(stream: &mut dyn Stream, reason: String) -> MigrationError {
     MigrationError::Refused(reason)
 }
 
+/// Local migration: map the source's memfd, after checking that its layout is the one
+/// this VM's RAM has (the same file offsets a saved memory file uses).
+fn take_shared_memory(
+    stream: &mut dyn Stream,
+    ram: &RamLayout,
+) -> Result<GuestMemoryMmap, MigrationError> {
+    let file = stream.recv_file().map_err(|source| MigrationError::Io {
+        what: "receiving the guest memory".into(),
+        source,
+    })?;
+    let layout: Vec<SharedRegion> = match read_frame(stream)? {
+        (Tag::SharedMemory, p) => parse_json(&p, "shared memory layout")?,
+        (t, _) => {
+            return Err(MigrationError::Protocol(format!(
+                "expected the shared memory layout, got {t:?}"
+            )))
+        }
+    };
+    let regions = ram.regions();
+    let expected: Vec<SharedRegion> = regions
+        .iter()
+        .map(|(a, size)| SharedRegion {
+            gpa: a.0,
+            size: *size as u64,
+            offset: a.0,
+        })
+        .collect();
+    if layout != expected {
+        return Err(MigrationError::Protocol(format!(
+            "shared memory layout {layout:?} is not this VM's {expected:?}"
+        )));
+    }
+    let len = file.metadata().map(|m| m.len()).unwrap_or(0);
+    let needed = expected
+        .iter()
+        .map(|r| r.offset + r.size)
+        .max()
+        .unwrap_or(0);
+    if len < needed {
+        return Err(MigrationError::Protocol(format!(
+            "the shared memory file has {len} bytes, the VM needs {needed}"
+        )));
+    }
+    map_file_regions(Arc::new(file), &regions, libc::MAP_SHARED)
+        .map_err(|e| MigrationError::Vmm(format!("mapping the shared guest memory: {e}")))
+}
+
 fn receive(job: &ReceiveJob) -> Result<(), MigrationError> {
     let mut stream = accept(job)?;
     // A source that stops sending must not hold this process forever.
@@ -128,11 +176,29 @@ fn receive(job: &ReceiveJob) -> Result<(), MigrationError> {
     if let Err(reason) = crate::vcpu::state::check_cpuid(&hello.cpuid, &here) {
         return Err(refuse(&mut *stream, reason));
     }
+    if hello.local && !job.listener.is_unix() {
+        return Err(refuse(
+            &mut *stream,
+            "local: a local migration needs a unix: connection (the guest memory comes as a \
+             file descriptor)"
+                .into(),
+        ));
+    }
     let ram = RamLayout::new(hello.config.memory_mib << 20);
-    let memory = GuestMemoryMmap::from_ranges(&ram.regions())
-        .map_err(|e| MigrationError::Vmm(format!("guest memory: {e}")))?;
+    let memory = if hello.local {
+        None
+    } else {
+        Some(
+            allocate_guest_memory(&ram, hello.config.memory_shared)
+                .map_err(|e| MigrationError::Vmm(format!("guest memory: {e}")))?,
+        )
+    };
     write_json(&mut *stream, Tag::Accept, &serde_json::json!({}))?;
     update(&job.status, |s| s.phase = MigrationPhase::Precopy);
+    let memory = match memory {
+        Some(m) => m,
+        None => take_shared_memory(&mut *stream, &ram)?,
+    };
 
     let state = loop {
         match read_frame(&mut *stream)? {

@@ -12,8 +12,9 @@ use oxvm_devices::virtio::GuestMemoryMmap;
 
 use super::pages::{all_pages, send_pages, Sent};
 use super::protocol::{parse_json, read_frame, write_frame, write_json, Hello, Reason, Tag};
-use super::transport::{connect, Address};
+use super::transport::{connect, Address, Stream};
 use super::MigrationError;
+use crate::memory::shared_memory;
 
 /// Messages from the migration thread to the control loop.
 pub enum ToControl {
@@ -101,6 +102,9 @@ fn send(job: &SendJob) -> Result<(), MigrationError> {
         s.total_pages = all.len() as u64;
         s.phase = MigrationPhase::Precopy;
     });
+    if job.hello.local {
+        return hand_over_memory(job, &mut *stream);
+    }
     // Round 0 sends everything; from then on only what was dirtied meanwhile.
     take_dirty(&job.vm, &job.mem)?;
     let mut round_start = Instant::now();
@@ -130,7 +134,34 @@ fn send(job: &SendJob) -> Result<(), MigrationError> {
         totals.bytes += sent.bytes;
     };
 
-    // Stop-and-copy: the control loop pauses the guest and quiesces the devices.
+    finish(job, &mut *stream, remaining, totals)
+}
+
+/// Local migration: pass the memfd holding guest memory and its layout, then stop
+/// and hand the guest over; not a page is copied.
+fn hand_over_memory(job: &SendJob, stream: &mut dyn Stream) -> Result<(), MigrationError> {
+    let (file, layout) = shared_memory(&job.mem).ok_or_else(|| {
+        MigrationError::Vmm("local: the guest memory is not a shared memfd".into())
+    })?;
+    stream
+        .send_file(&file)
+        .map_err(|source| MigrationError::Io {
+            what: "passing the guest memory".into(),
+            source,
+        })?;
+    write_json(stream, Tag::SharedMemory, &layout)?;
+    finish(job, stream, BTreeSet::new(), Sent::default())
+}
+
+/// Stop-and-copy: the control loop pauses the guest and quiesces the devices; the last
+/// dirty pages (none for a local migration) and the state go; then the two-step
+/// hand-over.
+fn finish(
+    job: &SendJob,
+    stream: &mut dyn Stream,
+    remaining: BTreeSet<u64>,
+    totals: Sent,
+) -> Result<(), MigrationError> {
     update(&job.status, |s| s.phase = MigrationPhase::StopAndCopy);
     let paused_at = Instant::now();
     let (tx, rx) = mpsc::sync_channel(1);
@@ -139,12 +170,17 @@ fn send(job: &SendJob) -> Result<(), MigrationError> {
         .recv()
         .map_err(|_| MigrationError::Vmm("the control loop went away".into()))?
         .map_err(MigrationError::Vmm)?;
-    let mut last = remaining;
-    last.extend(take_dirty(&job.vm, &job.mem)?);
-    let pages: Vec<u64> = last.into_iter().collect();
-    let fin = send_pages(&mut *stream, &job.mem, &pages, false)?;
-    write_frame(&mut *stream, Tag::State, &state)?;
-    match read_frame(&mut *stream)? {
+    let fin = if job.hello.local {
+        // The destination maps the very same memory: nothing to send.
+        Sent::default()
+    } else {
+        let mut last = remaining;
+        last.extend(take_dirty(&job.vm, &job.mem)?);
+        let pages: Vec<u64> = last.into_iter().collect();
+        send_pages(stream, &job.mem, &pages, false)?
+    };
+    write_frame(stream, Tag::State, &state)?;
+    match read_frame(stream)? {
         (Tag::Built, _) => {}
         (Tag::Failed, p) => {
             return Err(MigrationError::DestinationFailed(
@@ -158,8 +194,8 @@ fn send(job: &SendJob) -> Result<(), MigrationError> {
         }
     }
     // From here on the guest may run on the destination: no way back.
-    write_frame(&mut *stream, Tag::Go, &[])
-        .and_then(|()| match read_frame(&mut *stream)? {
+    write_frame(stream, Tag::Go, &[])
+        .and_then(|()| match read_frame(stream)? {
             (Tag::Done, _) => Ok(()),
             (t, _) => Err(MigrationError::Protocol(format!(
                 "expected done, got {t:?}"

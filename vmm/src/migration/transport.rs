@@ -1,10 +1,14 @@
 //! Where a migration stream goes: `tcp:HOST:PORT` or `unix:PATH`.
 
+use std::fs::File;
 use std::io::{Read, Write};
 use std::net::{TcpListener, TcpStream};
+use std::os::fd::AsRawFd;
 use std::os::unix::net::{UnixListener, UnixStream};
 use std::path::PathBuf;
 use std::time::Duration;
+
+use vmm_sys_util::sock_ctrl_msg::ScmSocket;
 
 use super::MigrationError;
 
@@ -47,7 +51,27 @@ impl std::fmt::Display for Address {
 /// A connected byte stream of either kind.
 pub trait Stream: Read + Write + Send {
     fn set_timeout(&self, t: Option<Duration>) -> std::io::Result<()>;
+
+    /// Pass `file` to the peer (SCM_RIGHTS, with one marker byte): Unix sockets only.
+    fn send_file(&self, _file: &File) -> std::io::Result<()> {
+        Err(no_fd_passing())
+    }
+
+    /// Take the file the peer passed with [`Stream::send_file`].
+    fn recv_file(&self) -> std::io::Result<File> {
+        Err(no_fd_passing())
+    }
 }
+
+fn no_fd_passing() -> std::io::Error {
+    std::io::Error::new(
+        std::io::ErrorKind::Unsupported,
+        "file descriptors travel over unix: connections only",
+    )
+}
+
+/// The byte that carries a passed file descriptor.
+const FD_MARKER: u8 = 0xfd;
 
 impl Stream for TcpStream {
     fn set_timeout(&self, t: Option<Duration>) -> std::io::Result<()> {
@@ -60,6 +84,33 @@ impl Stream for UnixStream {
     fn set_timeout(&self, t: Option<Duration>) -> std::io::Result<()> {
         self.set_read_timeout(t)?;
         self.set_write_timeout(t)
+    }
+
+    fn send_file(&self, file: &File) -> std::io::Result<()> {
+        let sent = self
+            .send_with_fd(&[FD_MARKER][..], file.as_raw_fd())
+            .map_err(|e| std::io::Error::from_raw_os_error(e.errno()))?;
+        if sent != 1 {
+            return Err(std::io::Error::new(
+                std::io::ErrorKind::WriteZero,
+                "the file descriptor's marker byte was not sent",
+            ));
+        }
+        Ok(())
+    }
+
+    fn recv_file(&self) -> std::io::Result<File> {
+        let mut byte = [0u8; 1];
+        let (n, file) = self
+            .recv_with_fd(&mut byte)
+            .map_err(|e| std::io::Error::from_raw_os_error(e.errno()))?;
+        match (n, byte[0], file) {
+            (1, FD_MARKER, Some(f)) => Ok(f),
+            _ => Err(std::io::Error::new(
+                std::io::ErrorKind::InvalidData,
+                "expected a file descriptor from the peer",
+            )),
+        }
     }
 }
 
@@ -97,6 +148,10 @@ impl Listener {
                 p.clone(),
             ),
         })
+    }
+
+    pub fn is_unix(&self) -> bool {
+        matches!(self, Listener::Unix(..))
     }
 
     pub fn set_nonblocking(&self, on: bool) -> std::io::Result<()> {
@@ -150,5 +205,31 @@ mod tests {
             let e = Address::parse(bad).unwrap_err().to_string();
             assert!(e.contains("tcp:HOST:PORT"), "{bad}: {e}");
         }
+    }
+
+    #[test]
+    fn files_pass_over_unix_sockets_only() {
+        use std::io::{Seek, SeekFrom};
+        let (a, b) = UnixStream::pair().unwrap();
+        let mut tmp = vmm_sys_util::tempfile::TempFile::new().unwrap().into_file();
+        tmp.write_all(b"handed over").unwrap();
+        a.send_file(&tmp).unwrap();
+        let mut got = b.recv_file().unwrap();
+        got.seek(SeekFrom::Start(0)).unwrap();
+        let mut text = String::new();
+        got.read_to_string(&mut text).unwrap();
+        assert_eq!(text, "handed over");
+        // A plain byte is not a file.
+        (&a).write_all(&[1]).unwrap();
+        assert_eq!(
+            b.recv_file().unwrap_err().kind(),
+            std::io::ErrorKind::InvalidData
+        );
+        let l = TcpListener::bind("127.0.0.1:0").unwrap();
+        let t = TcpStream::connect(l.local_addr().unwrap()).unwrap();
+        assert_eq!(
+            t.send_file(&tmp).unwrap_err().kind(),
+            std::io::ErrorKind::Unsupported
+        );
     }
 }

@@ -10,10 +10,7 @@ use std::os::unix::fs::FileExt;
 use std::path::Path;
 use std::sync::Arc;
 
-use oxvm_arch::memory::GuestRegionMmap;
-use vm_memory::bitmap::AtomicBitmap;
-use vm_memory::mmap::{MmapRegionBuilder, NewBitmap};
-use vm_memory::{Bytes, FileOffset, GuestAddress, GuestMemoryBackend, GuestMemoryRegion};
+use vm_memory::{Bytes, GuestAddress, GuestMemoryBackend, GuestMemoryRegion};
 
 use super::durable::replace_file;
 use super::error::SnapshotError;
@@ -210,26 +207,13 @@ pub fn map_memory_file(
     regions: &[(GuestAddress, usize)],
 ) -> Result<GuestMemoryMmap, SnapshotError> {
     let file = Arc::new(open_memory_file(path, regions)?);
-    let map_err = |reason: String| SnapshotError::GuestMemory {
-        path: path.to_path_buf(),
-        action: "map",
-        reason,
-    };
-    let mut mapped = Vec::with_capacity(regions.len());
-    for &(start, size) in regions {
-        // The same dirty bitmap `GuestMemoryMmap::from_ranges` gives anonymous memory,
-        // so a restored VM can be live-migrated too.
-        let region = MmapRegionBuilder::new_with_bitmap(size, AtomicBitmap::with_len(size))
-            .with_file_offset(FileOffset::from_arc(Arc::clone(&file), start.0))
-            .with_mmap_prot(libc::PROT_READ | libc::PROT_WRITE)
-            .with_mmap_flags(libc::MAP_NORESERVE | libc::MAP_PRIVATE)
-            .build()
-            .map_err(|e| map_err(format!("{size} bytes at {:#x}: {e}", start.0)))?;
-        let region = GuestRegionMmap::new(region, start)
-            .ok_or_else(|| map_err(format!("region at {:#x} overflows", start.0)))?;
-        mapped.push(region);
-    }
-    GuestMemoryMmap::from_regions(mapped).map_err(|e| map_err(e.to_string()))
+    crate::memory::map_file_regions(file, regions, libc::MAP_PRIVATE).map_err(|reason| {
+        SnapshotError::GuestMemory {
+            path: path.to_path_buf(),
+            action: "map",
+            reason,
+        }
+    })
 }
 
 /// Allocates anonymous memory for `regions` and copies the memory file's data extents
@@ -239,14 +223,35 @@ pub fn copy_memory_file(
     path: &Path,
     regions: &[(GuestAddress, usize)],
 ) -> Result<(GuestMemoryMmap, u64), SnapshotError> {
-    let mut file = open_memory_file(path, regions)?;
+    let file = open_memory_file(path, regions)?;
     let mem = GuestMemoryMmap::from_ranges(regions).map_err(|e| SnapshotError::GuestMemory {
         path: path.to_path_buf(),
         action: "allocate",
         reason: e.to_string(),
     })?;
+    let copied = fill(&file, path, regions, &mem)?;
+    Ok((mem, copied))
+}
+
+/// Copies the memory file's data extents into `mem`, memory for `regions` that reads
+/// as zero (fresh memory of any kind); returns the bytes copied.
+pub fn fill_from_memory_file(
+    path: &Path,
+    regions: &[(GuestAddress, usize)],
+    mem: &GuestMemoryMmap,
+) -> Result<u64, SnapshotError> {
+    let file = open_memory_file(path, regions)?;
+    fill(&file, path, regions, mem)
+}
+
+fn fill(
+    mut file: &File,
+    path: &Path,
+    regions: &[(GuestAddress, usize)],
+    mem: &GuestMemoryMmap,
+) -> Result<u64, SnapshotError> {
     let mut copied = 0u64;
-    for (data, hole) in data_extents(&file, path, memory_file_len(regions))? {
+    for (data, hole) in data_extents(file, path, memory_file_len(regions))? {
         for &(start, size) in regions {
             let from = data.max(start.0);
             let to = hole.min(start.0 + size as u64);
@@ -264,7 +269,7 @@ pub fn copy_memory_file(
             copied += to - from;
         }
     }
-    Ok((mem, copied))
+    Ok(copied)
 }
 
 /// The `[data, hole)` extents of the first `len` bytes of `file` (SEEK_DATA/SEEK_HOLE).

@@ -27,8 +27,8 @@ pub use format::{
     MIN_READABLE_VERSION, OXVM_VERSION,
 };
 pub use memory_file::{
-    check_memory_file, copy_memory_file, map_memory_file, memory_file_len, save_memory, save_pages,
-    MemoryStats, PAGE_SIZE,
+    check_memory_file, copy_memory_file, fill_from_memory_file, map_memory_file, memory_file_len,
+    save_memory, save_pages, MemoryStats, PAGE_SIZE,
 };
 
 /// The state file in a saved VM's directory.

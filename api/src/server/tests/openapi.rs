@@ -169,4 +169,12 @@ fn object_schemas_list_the_fields_serde_writes() {
     };
     assert_fields(&spec, "SnapshotParams", &params);
     assert_fields(&spec, "RevertParams", &RevertParams { paused: Some(true) });
+    let migrate = crate::control::MigrateParams {
+        to: "unix:/m".into(),
+        downtime_ms: 1,
+        max_iterations: 1,
+        wait: true,
+        local: true,
+    };
+    assert_fields(&spec, "MigrateParams", &migrate);
 }

@@ -1,5 +1,9 @@
-//! Guest RAM: anonymous mappings (or a saved VM's memory file) registered with KVM as
-//! memory slots.
+//! Guest RAM: anonymous mappings, a shared memfd (`shared`), or a saved VM's memory
+//! file, registered with KVM as memory slots.
+
+mod shared;
+
+pub use shared::{create_shared_memory, map_file_regions, shared_memory, SharedRegion};
 
 use std::path::Path;
 
@@ -16,12 +20,24 @@ use crate::GuestMemoryMmap;
 // crosses between them, so they must stay one type (with the same dirty bitmap).
 const _: fn(GuestMemoryMmap) -> oxvm_devices::virtio::GuestMemoryMmap = |m| m;
 
-pub fn create_guest_memory(vm: &VmFd, ram: &RamLayout) -> Result<GuestMemoryMmap, VmmError> {
+/// Fresh guest memory for `ram`: anonymous, or a shared memfd (`memory_shared`).
+pub fn allocate_guest_memory(ram: &RamLayout, shared: bool) -> Result<GuestMemoryMmap, VmmError> {
     let mib = (ram.low_size + ram.high_size) >> 20;
-    let mem = GuestMemoryMmap::from_ranges(&ram.regions()).map_err(|e| VmmError::Memory {
-        mib,
-        reason: e.to_string(),
-    })?;
+    let mem = if shared {
+        create_shared_memory(&ram.regions())
+    } else {
+        GuestMemoryMmap::from_ranges(&ram.regions()).map_err(|e| e.to_string())
+    };
+    mem.map_err(|reason| VmmError::Memory { mib, reason })
+}
+
+pub fn create_guest_memory(
+    vm: &VmFd,
+    ram: &RamLayout,
+    shared: bool,
+) -> Result<GuestMemoryMmap, VmmError> {
+    let mib = (ram.low_size + ram.high_size) >> 20;
+    let mem = allocate_guest_memory(ram, shared)?;
     register_memory_slots(vm, &mem, mib)?;
     Ok(mem)
 }
@@ -48,6 +64,20 @@ pub fn restore_guest_memory(
 ) -> Result<GuestMemoryMmap, VmmError> {
     let mib = (ram.low_size + ram.high_size) >> 20;
     let mem = load_guest_memory(ram, path, mode)?;
+    register_memory_slots(vm, &mem, mib)?;
+    Ok(mem)
+}
+
+/// `restore_guest_memory` for a VM with `memory_shared`: a memfd filled with the file's
+/// data (a lazy mapping of the file is private by nature, so it is always a copy).
+pub fn restore_shared_guest_memory(
+    vm: &VmFd,
+    ram: &RamLayout,
+    path: &Path,
+) -> Result<GuestMemoryMmap, VmmError> {
+    let mib = (ram.low_size + ram.high_size) >> 20;
+    let mem = allocate_guest_memory(ram, true)?;
+    crate::snapshot::fill_from_memory_file(path, &ram.regions(), &mem)?;
     register_memory_slots(vm, &mem, mib)?;
     Ok(mem)
 }
