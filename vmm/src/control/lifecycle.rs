@@ -185,7 +185,10 @@ impl Lifecycle {
     ) -> Result<(), VmmError> {
         self.teardown();
         self.events.drain();
-        self.machine = Some(build(&self.kvm, &cfg, &self.events)?);
+        let mut machine = build(&self.kvm, &cfg, &self.events)?;
+        // A machine built from a state keeps its devices drained until told.
+        machine.resume_devices()?;
+        self.machine = Some(machine);
         self.cfg = Some(cfg);
         self.start_vcpus(paused)
     }

@@ -247,8 +247,15 @@ impl Lifecycle {
                 if let Some(m) = self.migration.as_mut() {
                     m.active = false;
                 }
+                // Only now may the devices touch guest memory, disks and taps.
+                if let Some(Err(e)) = self.machine.as_mut().map(Machine::resume_devices) {
+                    // No `done`: the source stays paused and can take the guest back,
+                    // which never ran here.
+                    let _ = done.send(false);
+                    return self.fail(e);
+                }
                 self.resume_vcpus();
-                let _ = done.send(());
+                let _ = done.send(true);
                 tracing::info!("incoming migration complete: the guest runs here");
             }
             MigrationMsg::Receive(FromReceiver::Failed(e)) => {

@@ -181,6 +181,10 @@ impl Lifecycle {
         self.create_with(cfg, |kvm, cfg, events| {
             Machine::build_from(kvm, cfg, events, Start::Restore(&src))
         })?;
+        // Restored devices wait for this: nothing else owns the guest.
+        if let Some(m) = self.machine.as_mut() {
+            m.resume_devices()?;
+        }
         self.start_vcpus(p.paused)?;
         tracing::info!(
             "restored {} in {} ms ({:?} memory)",

@@ -32,8 +32,8 @@ pub struct Incoming {
 pub enum FromReceiver {
     /// Build the VM (paused) from what arrived, and answer through `started`.
     Ready(Box<Incoming>),
-    /// The source let go of the guest: run it, then answer.
-    Go(mpsc::SyncSender<()>),
+    /// The source let go of the guest: run it, then answer whether it runs.
+    Go(mpsc::SyncSender<bool>),
     /// The incoming migration failed; this process has nothing to run.
     Failed(MigrationError),
 }
@@ -235,7 +235,11 @@ fn receive(job: &ReceiveJob) -> Result<(), MigrationError> {
             // `Done` once the guest runs, so the source's downtime covers the resume.
             let (tx, rx) = mpsc::sync_channel(1);
             (job.notify)(FromReceiver::Go(tx));
-            let _ = rx.recv_timeout(Duration::from_secs(10));
+            if rx.recv_timeout(Duration::from_secs(60)) != Ok(true) {
+                return Err(MigrationError::Vmm(
+                    "the VM could not be started here after the source let go".into(),
+                ));
+            }
             // The guest is ours now; a lost `Done` leaves the source paused, not running.
             if let Err(e) = write_json(&mut *stream, Tag::Done, &serde_json::json!({})) {
                 tracing::warn!("the guest runs here, but the source did not get our done: {e}");

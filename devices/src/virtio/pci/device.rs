@@ -70,6 +70,9 @@ pub struct VirtioPciDevice {
     ioevents: Arc<dyn IoEventRegistrar>,
     pub(super) mem: GuestMemoryMmap,
     pub(super) run: Run,
+    /// Restored from a state: when the queues are served again, interrupt each one
+    /// once, so the driver looks at used buffers it may not have seen.
+    pub(super) notify_on_resume: bool,
 }
 
 fn class_of(device_type: u32) -> (u8, u8) {
@@ -143,6 +146,7 @@ impl VirtioPciDevice {
             ioevents: res.ioevents,
             mem: res.mem,
             run: Run::Inactive,
+            notify_on_resume: false,
         };
         dev.register_notify(res.bar_addr)?;
         Ok(dev)

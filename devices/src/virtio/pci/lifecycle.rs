@@ -13,7 +13,7 @@
 
 use super::device::{Run, VirtioPciDevice};
 use crate::state::StateError;
-use crate::virtio::DiskVisitor;
+use crate::virtio::{DiskVisitor, VirtioInterrupt};
 
 impl VirtioPciDevice {
     /// Complete every request in flight and stop the device's workers, keeping the
@@ -41,7 +41,8 @@ impl VirtioPciDevice {
     }
 
     /// Restart the workers on the queues [`VirtioPciDevice::quiesce`] kept (the VM
-    /// keeps running after a save). Nothing to do unless quiesced.
+    /// keeps running after a save), or on the queues a restore rebuilt (the restored
+    /// VM is about to run). Nothing to do unless quiesced.
     pub fn resume_after_quiesce(&mut self) -> Result<(), StateError> {
         let queues = match std::mem::replace(&mut self.run, Run::Inactive) {
             Run::Quiesced(queues) => queues,
@@ -50,6 +51,7 @@ impl VirtioPciDevice {
                 return Ok(());
             }
         };
+        let indices: Vec<u16> = queues.iter().map(|q| q.index).collect();
         let features = self.common.driver_features;
         match self
             .device
@@ -57,6 +59,11 @@ impl VirtioPciDevice {
         {
             Ok(()) => {
                 self.run = Run::Active;
+                if std::mem::take(&mut self.notify_on_resume) {
+                    for i in indices {
+                        self.interrupt.notify_queue(i);
+                    }
+                }
                 Ok(())
             }
             Err(e) => {

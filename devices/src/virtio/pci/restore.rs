@@ -22,7 +22,6 @@ use virtio_queue::QueueT;
 use super::device::{Run, VirtioPciDevice};
 use super::state::{is_live, CommonCfgState, VirtioPciState, VirtqueueState};
 use crate::state::StateError;
-use crate::virtio::VirtioInterrupt;
 
 impl VirtioPciDevice {
     /// The function's state. Only a quiesced device (or one the driver has not
@@ -146,26 +145,19 @@ impl VirtioPciDevice {
             let queues = self
                 .ready_queues(|i| (s.queues[i].next_avail, s.queues[i].next_used))
                 .map_err(|e| StateError::failed(format!("cannot rebuild the queues: {e}")))?;
-            let indices: Vec<u16> = queues.iter().map(|q| q.index).collect();
-            self.device
-                .resume(
-                    self.mem.clone(),
-                    self.interrupt.clone(),
-                    c.driver_features,
-                    queues,
-                )
-                .map_err(|e| StateError::failed(format!("cannot resume the device: {e}")))?;
-            self.run = Run::Active;
-            for i in indices {
-                self.interrupt.notify_queue(i);
-            }
+            // Served from `resume_after_quiesce`, when the restored guest is about to
+            // run: until then the device touches neither guest memory nor its disks and
+            // taps (an incoming migration waits for the source's go; the source may
+            // still take the guest back).
+            self.run = Run::Quiesced(queues);
+            self.notify_on_resume = true;
         }
         tracing::info!(
             "{}: state restored (BAR 0 at {:#x}, {})",
             self.name,
             self.bar_addr(),
             if is_live(c.status) {
-                "running"
+                "queues served once the VM resumes"
             } else {
                 "not started by the driver"
             }
