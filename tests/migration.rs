@@ -337,7 +337,10 @@ fn a_lost_confirmation_leaves_the_source_paused_and_the_guest_on_the_destination
     let frozen = stamps(&src);
     assert_eq!(info["state"], get(&src.sock, "/v1/vm")["state"]);
     assert_eq!(stamps(&src), frozen, "the source guest runs");
-    // Nothing that would use its devices is allowed until the operator decides.
+    // Nothing that would use its devices is allowed until the operator decides: a
+    // reset would boot the guest afresh on the same disks.
+    let r = action(&src.sock, "reset", None, 409);
+    assert!(r["message"].as_str().unwrap().contains("unknown"), "{r}");
     let body = json!({ "dir": s.path().join("saved"), "stop": true }).to_string();
     let (st, r) = call(&src.sock, "POST", "/v1/vm/save", Some(&body));
     assert_eq!(st, 409, "{r}");

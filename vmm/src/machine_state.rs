@@ -124,6 +124,17 @@ impl Machine {
         self.pci.resume_all()
     }
 
+    /// Make every disk's writes durable while the devices are quiesced: before another
+    /// process opens the same images (a migration's destination), nothing of ours may
+    /// still sit in a cache (imago keeps qcow2 metadata in memory until a flush).
+    pub fn flush_disks(&mut self) -> Result<(), VmmError> {
+        self.visit_disks(&mut |id, backend| {
+            backend
+                .flush()
+                .map_err(|e| format!("disk {id}: flush: {e}"))
+        })
+    }
+
     /// Visit every disk backend while the devices are quiesced (or before the guest
     /// activated them): a named snapshot swaps in new overlays this way.
     pub fn visit_disks(

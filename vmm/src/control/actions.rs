@@ -47,6 +47,11 @@ impl Lifecycle {
                 action.name()
             )));
         }
+        // The guest may run on a migration's destination: nothing that would run it
+        // here (a reset boots it afresh on the same disks) until the operator decides.
+        if self.devices_held && !matches!(action, VmAction::Destroy | VmAction::Resume) {
+            self.check_not_held(action.name())?;
+        }
         tracing::info!("API: {}", action.name());
         match action {
             VmAction::Boot => self.boot().map_err(|e| ApiError::internal(e.to_string()))?,

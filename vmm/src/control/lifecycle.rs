@@ -193,6 +193,14 @@ impl Lifecycle {
         self.start_vcpus(paused)
     }
 
+    /// Drop a VM that could not be started, back to `empty`.
+    pub(super) fn discard(&mut self) {
+        self.teardown();
+        self.cfg = None;
+        self._cgroup = None;
+        self.state = VmState::Empty;
+    }
+
     /// The VM is over: stop everything and remember how the process ends.
     pub(super) fn stop(&mut self, exit: VmExit) {
         self.teardown();

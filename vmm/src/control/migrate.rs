@@ -278,6 +278,8 @@ impl Lifecycle {
             m.stopped_for_copy = true;
         }
         machine.quiesce_devices()?;
+        // The destination opens the same disk images: everything must be on them.
+        machine.flush_disks()?;
         let snap = machine.save_state(cfg, vcpus)?;
         encode(Kind::Migration, &snap)
             .map_err(|e| VmmError::Device(format!("encoding the state: {e}")))

@@ -90,6 +90,8 @@ impl Lifecycle {
         }
         let saved = (|| -> Result<_, VmmError> {
             machine.quiesce_devices()?;
+            // The saved state goes with the disks as they are now: make them durable.
+            machine.flush_disks()?;
             let snap = machine.save_state(cfg, vcpus)?;
             let mem = save_memory(machine.guest_memory(), &p.dir.join(MEMORY_FILE))
                 .map_err(|e| VmmError::Device(e.to_string()))?;
@@ -182,10 +184,16 @@ impl Lifecycle {
             Machine::build_from(kvm, cfg, events, Start::Restore(&src))
         })?;
         // Restored devices wait for this: nothing else owns the guest.
-        if let Some(m) = self.machine.as_mut() {
-            m.resume_devices()?;
+        let running = match self.machine.as_mut() {
+            Some(m) => m.resume_devices(),
+            None => Ok(()),
         }
-        self.start_vcpus(p.paused)?;
+        .and_then(|()| self.start_vcpus(p.paused));
+        if let Err(e) = running {
+            // Nothing half restored stays behind (a serve process is empty again).
+            self.discard();
+            return Err(e);
+        }
         tracing::info!(
             "restored {} in {} ms ({:?} memory)",
             p.dir.display(),

@@ -3,7 +3,9 @@
 
 mod shared;
 
-pub use shared::{create_shared_memory, map_file_regions, shared_memory, SharedRegion};
+pub use shared::{
+    create_shared_memory, is_sealed_memfd, map_file_regions, shared_memory, SharedRegion,
+};
 
 use std::path::Path;
 

@@ -4,7 +4,7 @@
 //! address, as in a saved memory file (the MMIO gap is a hole).
 
 use std::fs::File;
-use std::os::fd::FromRawFd;
+use std::os::fd::{AsRawFd, FromRawFd};
 use std::sync::Arc;
 
 use oxvm_arch::memory::GuestRegionMmap;
@@ -52,7 +52,8 @@ pub fn create_shared_memory(regions: &[(GuestAddress, usize)]) -> Result<GuestMe
     let name = c"oxvm-guest-ram";
     // SAFETY: memfd_create takes a NUL-terminated name and flags and returns a new fd
     // (or -1); it touches no memory of ours.
-    let fd = unsafe { libc::memfd_create(name.as_ptr(), libc::MFD_CLOEXEC) };
+    let fd =
+        unsafe { libc::memfd_create(name.as_ptr(), libc::MFD_CLOEXEC | libc::MFD_ALLOW_SEALING) };
     if fd < 0 {
         return Err(format!("memfd_create: {}", std::io::Error::last_os_error()));
     }
@@ -65,7 +66,33 @@ pub fn create_shared_memory(regions: &[(GuestAddress, usize)]) -> Result<GuestMe
         .unwrap_or(0);
     file.set_len(len)
         .map_err(|e| format!("sizing the memfd to {len} bytes: {e}"))?;
+    // Its size is fixed for good: whoever else holds it (a migration's destination)
+    // can rely on every mapped page existing (a shrunk file would be SIGBUS).
+    // SAFETY: F_ADD_SEALS on an fd we own, with an integer argument.
+    let sealed = unsafe {
+        libc::fcntl(
+            file.as_raw_fd(),
+            libc::F_ADD_SEALS,
+            libc::F_SEAL_SHRINK | libc::F_SEAL_GROW | libc::F_SEAL_SEAL,
+        )
+    };
+    if sealed < 0 {
+        return Err(format!(
+            "sealing the memfd: {}",
+            std::io::Error::last_os_error()
+        ));
+    }
     map_file_regions(Arc::new(file), regions, libc::MAP_SHARED)
+}
+
+/// Whether `file` is a memfd whose size cannot change (what [`create_shared_memory`]
+/// makes): only such a file may back guest memory received from another process.
+pub fn is_sealed_memfd(file: &File) -> bool {
+    // SAFETY: F_GET_SEALS on a valid fd; no memory is passed.
+    let seals = unsafe { libc::fcntl(file.as_raw_fd(), libc::F_GET_SEALS) };
+    seals >= 0
+        && seals & (libc::F_SEAL_SHRINK | libc::F_SEAL_GROW)
+            == libc::F_SEAL_SHRINK | libc::F_SEAL_GROW
 }
 
 /// The memfd behind `mem` and its layout, when every region is a shared mapping of
@@ -135,6 +162,16 @@ mod tests {
         );
         other.write_obj(7u64, GuestAddress(0x2000)).unwrap();
         assert_eq!(mem.read_obj::<u64>(GuestAddress(0x2000)).unwrap(), 7);
+    }
+
+    #[test]
+    fn the_memfd_cannot_shrink() {
+        let mem = create_shared_memory(&regions()).unwrap();
+        let (file, _) = shared_memory(&mem).unwrap();
+        assert!(is_sealed_memfd(&file));
+        assert!(file.set_len(4096).is_err());
+        let plain = vmm_sys_util::tempfile::TempFile::new().unwrap().into_file();
+        assert!(!is_sealed_memfd(&plain));
     }
 
     #[test]

@@ -34,7 +34,7 @@ pub enum MigrationError {
     #[error(
         "the destination was told to run the guest but did not confirm ({0}); it may \
          be running there: this VM stays paused (check the destination, then destroy \
-         or resume this one)"
+         this one, or resume it only if the destination never received go)"
     )]
     Unconfirmed(String),
 }

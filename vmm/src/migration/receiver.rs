@@ -17,7 +17,7 @@ use super::protocol::{
 };
 use super::transport::{Listener, Stream};
 use super::MigrationError;
-use crate::memory::{allocate_guest_memory, map_file_regions, SharedRegion};
+use crate::memory::{allocate_guest_memory, is_sealed_memfd, map_file_regions, SharedRegion};
 
 /// What the receiver hands the control loop once all memory and the state are in.
 pub struct Incoming {
@@ -139,13 +139,20 @@ fn take_shared_memory(
             "shared memory layout {layout:?} is not this VM's {expected:?}"
         )));
     }
+    // Only a memfd whose size is sealed: a file the peer could shrink later would make
+    // guest memory fault under us.
+    if !is_sealed_memfd(&file) {
+        return Err(MigrationError::Protocol(
+            "the shared guest memory is not a size-sealed memfd".into(),
+        ));
+    }
     let len = file.metadata().map(|m| m.len()).unwrap_or(0);
     let needed = expected
         .iter()
         .map(|r| r.offset + r.size)
         .max()
         .unwrap_or(0);
-    if len < needed {
+    if len != needed {
         return Err(MigrationError::Protocol(format!(
             "the shared memory file has {len} bytes, the VM needs {needed}"
         )));
@@ -235,7 +242,9 @@ fn receive(job: &ReceiveJob) -> Result<(), MigrationError> {
             // `Done` once the guest runs, so the source's downtime covers the resume.
             let (tx, rx) = mpsc::sync_channel(1);
             (job.notify)(FromReceiver::Go(tx));
-            if rx.recv_timeout(Duration::from_secs(60)) != Ok(true) {
+            // No timeout: the control loop answers (or drops the sender) whatever happens,
+            // and giving up here while it starts the guest would stop a running guest.
+            if rx.recv() != Ok(true) {
                 return Err(MigrationError::Vmm(
                     "the VM could not be started here after the source let go".into(),
                 ));

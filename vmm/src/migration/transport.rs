@@ -143,10 +143,15 @@ impl Listener {
             Address::Tcp(hp) => {
                 Listener::Tcp(TcpListener::bind(hp).map_err(io(addr, "listen on"))?)
             }
-            Address::Unix(p) => Listener::Unix(
-                UnixListener::bind(p).map_err(io(addr, "listen on"))?,
-                p.clone(),
-            ),
+            Address::Unix(p) => {
+                let l = UnixListener::bind(p).map_err(io(addr, "listen on"))?;
+                // Whoever connects first hands this process a VM: owner only, like the
+                // API socket.
+                use std::os::unix::fs::PermissionsExt;
+                std::fs::set_permissions(p, std::fs::Permissions::from_mode(0o600))
+                    .map_err(io(addr, "restrict the permissions of"))?;
+                Listener::Unix(l, p.clone())
+            }
         })
     }
 
