@@ -46,6 +46,7 @@ fn boot(s: &Scratch, sock_name: &str) -> (ApiProc, PathBuf) {
     let disk = s.path().join("d0.qcow2");
     if !disk.exists() {
         qcow2(s, "d0.qcow2");
+        qcow2(s, "s0.qcow2");
         std::fs::write(s.path().join("ro.raw"), vec![0u8; 1 << 20]).unwrap();
     }
     let file = raw_vm(
@@ -56,7 +57,8 @@ fn boot(s: &Scratch, sock_name: &str) -> (ApiProc, PathBuf) {
             "name": "snapper",
             "disks": [
                 { "id": "d0", "path": "d0.qcow2", "format": "qcow2" },
-                { "id": "ro", "path": "ro.raw", "readonly": true }
+                { "id": "ro", "path": "ro.raw", "readonly": true },
+                { "id": "s0", "path": "s0.qcow2", "format": "qcow2", "bus": "scsi" }
             ],
             "snapshots_dir": "snaps"
         }),
@@ -115,11 +117,18 @@ fn create_revert_and_delete_snapshots_of_a_running_vm() {
     assert_eq!(r["vm_state"], "running");
     assert_eq!(r["description"], "first");
     let layer1 = s.path().join("d0.qcow2.s1");
+    let scsi = s.path().join("s0.qcow2");
     assert_eq!(
         r["disks"],
-        json!([{ "id": "d0", "layer": layer1 }, { "id": "ro", "layer": null }])
+        json!([
+            { "id": "d0", "layer": layer1 },
+            { "id": "ro", "layer": null },
+            { "id": "s0", "layer": s.path().join("s0.qcow2.s1") }
+        ])
     );
     assert_eq!(backing(&disk).as_deref(), Some("d0.qcow2.s1"));
+    // The virtio-scsi disk is frozen the same way.
+    assert_eq!(backing(&scsi).as_deref(), Some("s0.qcow2.s1"));
     assert_eq!(backing(&layer1), None);
     for f in ["state.oxvm", "memory.raw", "snapshot.json"] {
         assert!(snaps.join("s1").join(f).exists(), "{f}");
@@ -161,6 +170,7 @@ fn create_revert_and_delete_snapshots_of_a_running_vm() {
     assert_eq!(counter(&vm.run), at_s1);
     assert!(at_s1 < later);
     assert_eq!(backing(&disk).as_deref(), Some("d0.qcow2.s1"));
+    assert_eq!(backing(&scsi).as_deref(), Some("s0.qcow2.s1"));
     assert!(layer2.exists());
     // Resumed, the guest counts on from the snapshot's value.
     action(&vm.sock, "resume", None, 200);

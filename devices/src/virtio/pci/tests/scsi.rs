@@ -174,3 +174,60 @@ fn a_restored_controller_goes_on_with_the_sizes_it_was_started_with() {
         "{err}"
     );
 }
+
+#[test]
+fn a_quiesced_controller_takes_a_new_disk_backend_and_writes_go_there() {
+    let mem = memory();
+    let old_disk = MemDisk::new(1 << 20);
+    let host = Host::new(4, 24);
+    let mut dev = controller(&host, &old_disk, "sda", &mem);
+    let ctrl = DriverRing::new(&mem, 0x1_0000, 64);
+    let event = DriverRing::new(&mem, 0x1_4000, 64);
+    let mut req = DriverRing::new(&mem, 0x1_8000, 64);
+    bring_up(&mut dev, F_VERSION_1, &[(0, &ctrl), (1, &event), (2, &req)]);
+
+    // While the worker runs, the disks are its own: refused.
+    let mut visit = |_: &str, _: &mut Box<dyn crate::block::DiskBackend>| Ok(());
+    assert!(dev.visit_disks(&mut visit).unwrap_err().contains("quiesce"));
+
+    dev.quiesce().unwrap();
+    let new_disk = MemDisk::new(1 << 20);
+    let mut seen = Vec::new();
+    let mut swap = |id: &str, backend: &mut Box<dyn crate::block::DiskBackend>| {
+        seen.push(id.to_string());
+        backend.flush().map_err(|e| e.to_string())?;
+        *backend = Box::new(new_disk.clone());
+        Ok(())
+    };
+    dev.visit_disks(&mut swap).unwrap();
+    assert_eq!(seen, ["sda"]);
+    assert_eq!(old_disk.flushes(), 1, "the old backend was flushed first");
+    // A replacement of another size is refused (the guest knows the capacity).
+    let mut wrong = |_: &str, b: &mut Box<dyn crate::block::DiskBackend>| {
+        *b = Box::new(MemDisk::new(4096));
+        Ok(())
+    };
+    assert!(dev.visit_disks(&mut wrong).unwrap_err().contains("size"));
+    let mut back = |_: &str, b: &mut Box<dyn crate::block::DiskBackend>| {
+        *b = Box::new(new_disk.clone());
+        Ok(())
+    };
+    dev.visit_disks(&mut back).unwrap();
+    dev.resume_after_quiesce().unwrap();
+
+    mem.write_slice(&pattern(4096, 9), GuestAddress(DATA))
+        .unwrap();
+    rw10(&mem, &mut req, 0, true, 4, 8);
+    host.kick(BAR, 2);
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+    while req.used_idx() < 1 {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the write was not served"
+        );
+        host.wait_vector(2);
+    }
+    assert_eq!(outcome(&mem, 0), (0, 0));
+    assert_eq!(new_disk.contents()[2048..6144], pattern(4096, 9)[..]);
+    assert_eq!(old_disk.contents()[2048..6144], vec![0u8; 4096][..]);
+}
