@@ -160,14 +160,7 @@ fn ctl_without_a_vm_exits_1() {
 #[test]
 fn ctl_takes_lists_reverts_and_deletes_snapshots() {
     let s = Scratch::new();
-    let disk = s.path().join("d0.qcow2");
-    let out = Command::new("qemu-img")
-        .args(["create", "-q", "-f", "qcow2"])
-        .arg(&disk)
-        .arg("4M")
-        .output()
-        .expect("qemu-img");
-    assert!(out.status.success(), "{out:?}");
+    common::qemu_img::create_qcow2(&s.path().join("d0.qcow2"), "4M");
     let file = raw_vm(
         &s,
         &spin_guest(),

@@ -9,11 +9,11 @@ mod common;
 
 use std::os::unix::fs::MetadataExt;
 use std::path::Path;
-use std::process::Command;
 use std::time::Duration;
 
 use common::linux::{cmdline, detail, guest_file, selftest_result};
 use common::netns::NetNs;
+use common::qemu_img::qemu_img;
 use common::vm::{RunningVm, Scratch};
 use serde_json::json;
 
@@ -54,20 +54,6 @@ fn raw_image(path: &Path, size: u64, head: &[u8]) {
 
 fn blocks(path: &Path) -> u64 {
     std::fs::metadata(path).unwrap().blocks()
-}
-
-fn qemu_img(args: &[&str]) -> String {
-    let out = Command::new("qemu-img")
-        .args(args)
-        .output()
-        .expect("qemu-img (apt-get install qemu-utils)");
-    assert!(
-        out.status.success(),
-        "qemu-img {}: {}",
-        args.join(" "),
-        String::from_utf8_lossy(&out.stderr)
-    );
-    String::from_utf8_lossy(&out.stdout).into_owned()
 }
 
 /// `<disk>:k=v,k=v` entries of a selftest details string, as (disk, fields).

@@ -15,6 +15,7 @@ use std::time::Duration;
 use common::http::{call, wait_ready};
 use common::linux::{cmdline, guest_file, selftest_result};
 use common::netns::NetNs;
+use common::qemu_img::{create_qcow2, guest_view};
 use common::vm::{RunningVm, Scratch};
 use serde_json::json;
 
@@ -45,22 +46,6 @@ fn check_pattern(image: &Path, bytes: u64, seed: u64) {
             image.display()
         );
     }
-}
-
-/// What the guest sees of a qcow2 image (and its backing chain), read by qemu-img
-/// while the VM may have it open.
-fn guest_view(image: &Path) -> Vec<u8> {
-    let out = image.with_extension("view.raw");
-    let st = std::process::Command::new("qemu-img")
-        .args(["convert", "-U", "-O", "raw"])
-        .arg(image)
-        .arg(&out)
-        .status()
-        .expect("qemu-img (apt-get install qemu-utils)");
-    assert!(st.success(), "qemu-img convert {}", image.display());
-    let data = std::fs::read(&out).unwrap();
-    std::fs::remove_file(&out).unwrap();
-    data
 }
 
 /// A guest with a disk and a NIC (tap `tap` in `ns`, host side `<net>.1`) that runs
@@ -203,13 +188,7 @@ fn linux_guest_migrated_mid_write_finishes_on_the_destination() {
 fn linux_guest_reverted_to_a_mid_write_snapshot_writes_again() {
     let s = Scratch::new();
     let disk = s.path().join("d0.qcow2");
-    let st = std::process::Command::new("qemu-img")
-        .args(["create", "-q", "-f", "qcow2"])
-        .arg(&disk)
-        .arg("64M")
-        .status()
-        .expect("qemu-img (apt-get install qemu-utils)");
-    assert!(st.success());
+    create_qcow2(&disk, "64M");
     let cl = format!(
         "{} oxvm.blkbench=vda,4k,{REVERT_BYTES},rw,seed={SEED}",
         cmdline("boot,blkbench,idle")

@@ -6,11 +6,11 @@
 mod common;
 
 use std::path::{Path, PathBuf};
-use std::process::Command;
 use std::time::Duration;
 
 use common::counting::*;
 use common::http::{action, call, get, wait_ready};
+use common::qemu_img::{backing_file, create_qcow2};
 use common::vm::{raw_vm, RunningVm, Scratch};
 use serde_json::{json, Value};
 
@@ -18,26 +18,18 @@ const T: Duration = Duration::from_secs(30);
 
 fn qcow2(s: &Scratch, name: &str) -> PathBuf {
     let path = s.path().join(name);
-    let out = Command::new("qemu-img")
-        .args(["create", "-q", "-f", "qcow2"])
-        .arg(&path)
-        .arg("8M")
-        .output()
-        .expect("qemu-img");
-    assert!(out.status.success(), "{out:?}");
+    create_qcow2(&path, "8M");
     path
 }
 
-/// The backing file name in `image`'s qcow2 header, as qemu-img reads it.
-fn backing(image: &Path) -> Option<String> {
-    let out = Command::new("qemu-img")
-        .args(["info", "-U", "--output=json"])
-        .arg(image)
-        .output()
-        .expect("qemu-img");
-    assert!(out.status.success(), "{out:?}");
-    let v: Value = serde_json::from_slice(&out.stdout).unwrap();
-    v["backing-filename"].as_str().map(str::to_string)
+/// `oxvm <args> TARGET --api-socket S.sock`, once its API answers.
+fn start(s: &Scratch, args: &[&str], target: &Path, sock_name: &str) -> ApiProc {
+    let sock = s.path().join(sock_name);
+    let mut cmd = api_command(s, args, &sock);
+    cmd.arg(target);
+    let run = RunningVm::start_with(&mut cmd);
+    wait_ready(&sock, T);
+    ApiProc { run, sock }
 }
 
 /// The counting guest with a qcow2 disk `d0`, a read-only raw disk `ro` and a
@@ -63,12 +55,7 @@ fn boot(s: &Scratch, sock_name: &str) -> (ApiProc, PathBuf) {
             "snapshots_dir": "snaps"
         }),
     );
-    let sock = s.path().join(sock_name);
-    let mut cmd = api_command(s, &["run"], &sock);
-    cmd.arg(&file);
-    let run = RunningVm::start_with(&mut cmd);
-    wait_ready(&sock, T);
-    (ApiProc { run, sock }, disk)
+    (start(s, &["run"], &file, sock_name), disk)
 }
 
 fn create(vm: &ApiProc, body: Value) -> (u16, Value) {
@@ -126,10 +113,10 @@ fn create_revert_and_delete_snapshots_of_a_running_vm() {
             { "id": "s0", "layer": s.path().join("s0.qcow2.s1") }
         ])
     );
-    assert_eq!(backing(&disk).as_deref(), Some("d0.qcow2.s1"));
+    assert_eq!(backing_file(&disk).as_deref(), Some("d0.qcow2.s1"));
     // The virtio-scsi disk is frozen the same way.
-    assert_eq!(backing(&scsi).as_deref(), Some("s0.qcow2.s1"));
-    assert_eq!(backing(&layer1), None);
+    assert_eq!(backing_file(&scsi).as_deref(), Some("s0.qcow2.s1"));
+    assert_eq!(backing_file(&layer1), None);
     for f in ["state.oxvm", "memory.raw", "snapshot.json"] {
         assert!(snaps.join("s1").join(f).exists(), "{f}");
     }
@@ -146,8 +133,8 @@ fn create_revert_and_delete_snapshots_of_a_running_vm() {
     assert_eq!(r["vm_state"], "paused");
     assert_eq!(get(&vm.sock, "/v1/vm")["state"], "paused");
     let layer2 = s.path().join("d0.qcow2.s2");
-    assert_eq!(backing(&disk).as_deref(), Some("d0.qcow2.s2"));
-    assert_eq!(backing(&layer2).as_deref(), Some("d0.qcow2.s1"));
+    assert_eq!(backing_file(&disk).as_deref(), Some("d0.qcow2.s2"));
+    assert_eq!(backing_file(&layer2).as_deref(), Some("d0.qcow2.s1"));
     action(&vm.sock, "resume", None, 200);
 
     // Taken names and unknown snapshots.
@@ -169,8 +156,8 @@ fn create_revert_and_delete_snapshots_of_a_running_vm() {
     assert_eq!(r["state"], "paused");
     assert_eq!(counter(&vm.run), at_s1);
     assert!(at_s1 < later);
-    assert_eq!(backing(&disk).as_deref(), Some("d0.qcow2.s1"));
-    assert_eq!(backing(&scsi).as_deref(), Some("s0.qcow2.s1"));
+    assert_eq!(backing_file(&disk).as_deref(), Some("d0.qcow2.s1"));
+    assert_eq!(backing_file(&scsi).as_deref(), Some("s0.qcow2.s1"));
     assert!(layer2.exists());
     // Resumed, the guest counts on from the snapshot's value.
     action(&vm.sock, "resume", None, 200);
@@ -179,7 +166,7 @@ fn create_revert_and_delete_snapshots_of_a_running_vm() {
     let (st, r) = revert(&vm, "s2", json!({}));
     assert_eq!(st, 200, "{r}");
     assert_eq!(r["state"], "paused");
-    assert_eq!(backing(&disk).as_deref(), Some("d0.qcow2.s2"));
+    assert_eq!(backing_file(&disk).as_deref(), Some("d0.qcow2.s2"));
     let (st, r) = revert(&vm, "s1", json!({}));
     assert_eq!(st, 200, "{r}");
     assert_eq!(r["state"], "running");
@@ -199,7 +186,7 @@ fn create_revert_and_delete_snapshots_of_a_running_vm() {
     assert!(names(&r).is_empty());
     assert!(!snaps.join("s1").exists());
     assert!(layer1.exists(), "the live disk is built on s1's layer");
-    assert_eq!(backing(&disk).as_deref(), Some("d0.qcow2.s1"));
+    assert_eq!(backing_file(&disk).as_deref(), Some("d0.qcow2.s1"));
     // The name is free again; its layer gets the next free file name.
     let (st, r) = create(&vm, json!({ "name": "s1" }));
     assert_eq!(st, 201, "{r}");
@@ -207,7 +194,7 @@ fn create_revert_and_delete_snapshots_of_a_running_vm() {
         r["disks"][0]["layer"],
         json!(s.path().join("d0.qcow2.s1.1"))
     );
-    assert_eq!(backing(&disk).as_deref(), Some("d0.qcow2.s1.1"));
+    assert_eq!(backing_file(&disk).as_deref(), Some("d0.qcow2.s1.1"));
     assert_eq!(get(&vm.sock, "/v1/vm")["state"], "running");
     action(&vm.sock, "destroy", None, 200);
 }
@@ -241,14 +228,7 @@ fn snapshots_outlive_the_process_and_a_save_restore() {
     assert!(!s.path().join("x.sock").exists());
 
     // A restored process knows the snapshot (it lives in snapshots_dir) and reverts.
-    let sock = s.path().join("b.sock");
-    let mut cmd = api_command(&s, &["restore"], &sock);
-    cmd.arg(&saved);
-    let b = ApiProc {
-        run: RunningVm::start_with(&mut cmd),
-        sock,
-    };
-    wait_ready(&b.sock, T);
+    let b = start(&s, &["restore"], &saved, "b.sock");
     assert_eq!(
         names(&get(&b.sock, "/v1/vm/snapshots")),
         vec!["keep".to_string()]
@@ -256,7 +236,7 @@ fn snapshots_outlive_the_process_and_a_save_restore() {
     let (st, r) = revert(&b, "keep", json!({ "paused": true }));
     assert_eq!(st, 200, "{r}");
     assert_eq!(counter(&b.run), at_keep);
-    assert_eq!(backing(&disk).as_deref(), Some("d0.qcow2.keep"));
+    assert_eq!(backing_file(&disk).as_deref(), Some("d0.qcow2.keep"));
     action(&b.sock, "destroy", None, 200);
 }
 
@@ -274,14 +254,7 @@ fn refused_snapshots_change_nothing() {
             "snapshots_dir": "snaps"
         }),
     );
-    let sock = s.path().join("a.sock");
-    let mut cmd = api_command(&s, &["run"], &sock);
-    cmd.arg(&file);
-    let vm = ApiProc {
-        run: RunningVm::start_with(&mut cmd),
-        sock,
-    };
-    wait_ready(&vm.sock, T);
+    let vm = start(&s, &["run"], &file, "a.sock");
     let before = wait_counter_above(&vm.run, 1000);
 
     // A raw disk: refused, naming the disk; no file appears.
@@ -314,14 +287,7 @@ fn refused_snapshots_change_nothing() {
     // Without snapshots_dir: refused, naming the field.
     let s = Scratch::new();
     let file = raw_vm(&s, &counting_guest(), 1, json!({ "name": "nodir" }));
-    let sock = s.path().join("a.sock");
-    let mut cmd = api_command(&s, &["run"], &sock);
-    cmd.arg(&file);
-    let vm = ApiProc {
-        run: RunningVm::start_with(&mut cmd),
-        sock,
-    };
-    wait_ready(&vm.sock, T);
+    let vm = start(&s, &["run"], &file, "a.sock");
     let (st, r) = create(&vm, json!({ "name": "s1" }));
     assert_eq!(st, 400, "{r}");
     assert!(

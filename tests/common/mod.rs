@@ -8,4 +8,5 @@ pub mod guest_mem;
 pub mod http;
 pub mod linux;
 pub mod netns;
+pub mod qemu_img;
 pub mod vm;
